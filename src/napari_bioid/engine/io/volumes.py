@@ -1,0 +1,167 @@
+"""Reading and writing 3D volumes (tomograms, label maps).
+
+Array axes are always ``[z, y, x]`` (as in napari and mrcfile); the voxel size
+is in Å and isotropic unless stated otherwise.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..errors import BioidInputError
+from .atomic import PathLike, atomic_write
+
+MRC_SUFFIXES = (".mrc", ".rec", ".map", ".mrcs", ".st", ".ali")
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+#: files above this size are memory-mapped instead of read into memory
+MMAP_THRESHOLD_BYTES = 256 * 1024**2
+
+
+@dataclass
+class Volume:
+    """A 3D volume and what is known about it.
+
+    Attributes
+    ----------
+    data : numpy.ndarray, shape (Z, Y, X)
+        The voxels; may be a read-only memory map for large files.
+    voxel_size : float or None
+        Voxel edge length in Å (the x value of the header), ``None`` if unknown.
+    path : Path or None
+        Where it was read from.
+    metadata : dict
+        Header fields kept for display (origin in Å, per-axis voxel size, ...).
+    """
+
+    data: np.ndarray
+    voxel_size: Optional[float] = None
+    path: Optional[Path] = None
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.data.shape)
+
+
+def _check_volume(data: np.ndarray, path, check_finite: bool = True) -> None:
+    if data.ndim != 3:
+        kind = "a 2D image" if data.ndim == 2 else f"a {data.ndim}D array"
+        raise BioidInputError(
+            f"{path}: expected a 3D volume [z, y, x], got {kind} of shape {tuple(data.shape)}"
+        )
+    if min(data.shape) < 1:
+        raise BioidInputError(f"{path}: empty volume of shape {tuple(data.shape)}")
+    if check_finite and np.issubdtype(data.dtype, np.floating):
+        # chunk over z so a memory-mapped tomogram is never loaded whole
+        step = max(1, int(64 * 1024**2 // max(1, data[0].nbytes)))
+        for z0 in range(0, data.shape[0], step):
+            if not np.isfinite(data[z0 : z0 + step]).all():
+                raise BioidInputError(f"{path}: the volume contains NaN or infinite values (first in slices {z0}..{z0 + step - 1})")
+
+
+def read_volume(path: PathLike, mmap: Optional[bool] = None, check_finite: bool = True) -> Volume:
+    """Read a tomogram or 3D stack from MRC/REC/MAP (mrcfile) or TIFF (tifffile).
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.mrc .rec .map .mrcs .st .ali`` or ``.tif .tiff``.
+    mmap : bool, optional
+        Memory-map instead of reading (default: only files over 256 MiB).
+    check_finite : bool
+        Refuse volumes with NaN/inf voxels.
+
+    Returns
+    -------
+    Volume
+        ``data`` with axes [z, y, x]; ``voxel_size`` in Å from the MRC header
+        (``None``, with a :class:`UserWarning`, when the header has none; TIFF
+        stacks carry none).
+
+    Raises
+    ------
+    BioidInputError
+        Missing or unreadable file, unknown suffix, not 3D, NaNs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BioidInputError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if mmap is None:
+        mmap = path.stat().st_size > MMAP_THRESHOLD_BYTES
+    voxel_size = None
+    metadata: dict = {}
+    if suffix in MRC_SUFFIXES:
+        import mrcfile
+
+        try:
+            # a memory-mapped file stays open as long as its data is referenced
+            mrc = mrcfile.mmap(path, mode="r", permissive=False) if mmap else mrcfile.open(path, mode="r", permissive=False)
+        except Exception as exc:  # mrcfile raises ValueError / OSError on corrupt headers
+            raise BioidInputError(f"{path}: not a readable MRC file ({exc})") from exc
+        try:
+            data = mrc.data if mmap else mrc.data.copy()
+            vs = mrc.voxel_size
+            vx, vy, vz = float(vs.x), float(vs.y), float(vs.z)
+            metadata["voxel_size_xyz_A"] = (vx, vy, vz)
+            metadata["origin_xyz_A"] = (float(mrc.header.origin.x), float(mrc.header.origin.y), float(mrc.header.origin.z))
+        finally:
+            if not mmap:
+                mrc.close()
+        if data is None:
+            raise BioidInputError(f"{path}: the MRC file holds no data")
+        if vx > 0:
+            voxel_size = vx
+            if not (np.isclose(vx, vy) and (data.ndim < 3 or np.isclose(vx, vz))):
+                warnings.warn(f"{path}: anisotropic voxel size {vx, vy, vz} Å; using x = {vx} Å", stacklevel=2)
+    elif suffix in TIFF_SUFFIXES:
+        import tifffile
+
+        try:
+            data = tifffile.memmap(path, mode="r") if mmap else tifffile.imread(path)
+        except Exception as exc:
+            try:  # compressed TIFFs cannot be memory-mapped
+                data = tifffile.imread(path)
+            except Exception:
+                raise BioidInputError(f"{path}: not a readable TIFF file ({exc})") from exc
+        data = np.squeeze(data)
+    else:
+        raise BioidInputError(f"{path}: unknown volume format {suffix!r} (expected MRC/REC/MAP or TIFF)")
+    _check_volume(data, path, check_finite)
+    if voxel_size is None:
+        warnings.warn(f"{path}: no voxel size in the header; coordinates in Å cannot be computed", stacklevel=2)
+    return Volume(data=data, voxel_size=voxel_size, path=path, metadata=metadata)
+
+
+def write_mrc(path: PathLike, data: np.ndarray, voxel_size: Optional[float] = None, overwrite: bool = False) -> Path:
+    """Write a [z, y, x] array to an MRC file atomically.
+
+    ``voxel_size`` in Å goes into the header. float64 is stored as float32,
+    int64/bool as int16/int8 (MRC has no 64-bit modes).
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is false.
+    """
+    import mrcfile
+
+    data = np.asarray(data)
+    if data.dtype == np.float64:
+        data = data.astype(np.float32)
+    elif data.dtype == bool:
+        data = data.astype(np.int8)
+    elif data.dtype in (np.int64, np.int32, np.uint32, np.uint64):
+        data = data.astype(np.int16)
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(data)
+            if voxel_size is not None:
+                mrc.voxel_size = float(voxel_size)
+    return Path(path)

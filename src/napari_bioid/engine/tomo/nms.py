@@ -1,0 +1,134 @@
+"""Average-pool non-maximum suppression and pick pruning.
+
+Reference: DeepETPicker (Liu et al., Nat. Commun. 2024), METHODS.md §1. The
+binarised segmentation of each class is average-pooled k times (kernel 5,
+stride 1, zero "same" padding), which turns every blob into a hill whose top
+is the blob's centre and whose height grows with the blob's volume. Local
+maxima (voxels equal to a 3D max-pool of kernel 5 of the pooled volume) above
+a floor are candidate centres, scored by their pooled value in [0, 1].
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Union
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from scipy.spatial import cKDTree
+
+from ..io.coords import empty_table, make_table, table_zyx
+from ..progress import ProgressCallback, check_cancel, report
+
+
+def avgpool_peaks(mask: np.ndarray, n_pools: int = 6, kernel: int = 5, maxpool_kernel: int = 5, floor: float = 0.1) -> tuple:
+    """Candidate centres of the blobs of one binary mask.
+
+    Parameters
+    ----------
+    mask : bool or float array (Z, Y, X)
+        Binarised segmentation of one class.
+    n_pools : int
+        Number k of average poolings.
+    kernel, maxpool_kernel : int
+        Odd kernel sizes of the average and max pools.
+    floor : float
+        Minimum pooled value of a maximum.
+
+    Returns
+    -------
+    (zyx, score) : int64 (n, 3) voxel positions and float32 (n,) pooled values.
+    """
+    if kernel % 2 == 0 or maxpool_kernel % 2 == 0:
+        raise ValueError("pooling kernels must be odd")
+    if not np.any(mask):
+        return np.zeros((0, 3), np.int64), np.zeros(0, np.float32)
+    # Work on the bounding box of the mask plus the pools' reach: identical result, far less work.
+    reach = n_pools * (kernel // 2) + maxpool_kernel // 2 + 1
+    nz = [np.flatnonzero(np.any(mask, axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
+    lo = [max(0, int(i[0]) - reach) for i in nz]
+    hi = [min(s, int(i[-1]) + 1 + reach) for i, s in zip(nz, mask.shape)]
+    sub = mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(sub, dtype=np.float32))[None, None]
+        # Zero padding of the crop equals the full volume's: everything within the pools'
+        # reach outside the crop is background, or outside the tomogram (zero "same" padding).
+        for _ in range(int(n_pools)):
+            x = F.avg_pool3d(x, kernel, stride=1, padding=kernel // 2, count_include_pad=True)
+        peaks = (x == F.max_pool3d(x, maxpool_kernel, stride=1, padding=maxpool_kernel // 2)) & (x > floor)
+        idx = torch.nonzero(peaks[0, 0]).numpy()
+        score = x[0, 0][peaks[0, 0]].numpy()
+    return idx + np.asarray(lo), score.astype(np.float32)
+
+
+def find_candidates(
+    segmentation,
+    n_classes: int,
+    threshold: float = 0.5,
+    n_pools: int = 6,
+    kernel: int = 5,
+    maxpool_kernel: int = 5,
+    floor: float = 0.1,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[Any] = None,
+) -> pd.DataFrame:
+    """All average-pool maxima of a :class:`~.inference.Segmentation`, per class, unpruned.
+
+    Voxels with foreground probability ≥ ``threshold`` are binarised into
+    their class; each class's mask goes through :func:`avgpool_peaks`.
+
+    Returns
+    -------
+    DataFrame
+        ``x, y, z`` (voxels), ``class_id``, ``score`` (pooled value), sorted by
+        descending score. Filter it with :func:`prune_picks`.
+    """
+    fg = segmentation.probability >= threshold
+    tables = []
+    for c in range(1, n_classes + 1):
+        check_cancel(cancel)
+        report(progress, c - 1, n_classes, f"NMS class {c}")
+        zyx, score = avgpool_peaks(fg & (segmentation.class_map == c), n_pools, kernel, maxpool_kernel, floor)
+        if len(zyx):
+            tables.append(make_table(zyx, c, score))
+    report(progress, n_classes, n_classes, "NMS done")
+    if not tables:
+        return empty_table()
+    return pd.concat(tables, ignore_index=True).sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def prune_picks(candidates: pd.DataFrame, min_score: float = 0.0, distance: Union[float, Dict[int, float], None] = None) -> pd.DataFrame:
+    """Drop weak candidates, then keep only the highest among close ones.
+
+    Parameters
+    ----------
+    candidates : DataFrame
+        From :func:`find_candidates` (any order).
+    min_score : float
+        Candidates with a lower score are dropped (too small a blob).
+    distance : float or {class_id: float}, optional
+        Greedily, in descending score, a candidate is dropped when an already
+        kept pick (of any class) lies closer than its class's distance in
+        voxels (METHODS.md default: particle radius + 1). ``None`` keeps all.
+
+    Returns
+    -------
+    DataFrame of the kept picks, by descending score.
+    """
+    picks = candidates[candidates["score"] >= min_score].sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+    if distance is None or len(picks) < 2:
+        return picks
+    zyx = table_zyx(picks)
+    if isinstance(distance, dict):
+        radii = np.array([float(distance.get(int(c), max(distance.values()))) for c in picks["class_id"]])
+    else:
+        radii = np.full(len(picks), float(distance))
+    tree = cKDTree(zyx)
+    neighbours = tree.query_ball_point(zyx, r=radii.max() - 1e-9)
+    kept = np.zeros(len(picks), bool)
+    for i in range(len(picks)):
+        d = [j for j in neighbours[i] if kept[j] and np.linalg.norm(zyx[i] - zyx[j]) < radii[i]]
+        if not d:
+            kept[i] = True
+    return picks[kept].reset_index(drop=True)

@@ -1,0 +1,56 @@
+"""Self-describing model files: weights plus config in one ``.pt`` file.
+
+The file is a plain dict saved with :func:`torch.save` and loaded with
+``weights_only=True`` (no pickled code runs on load):
+
+``{"format": str, "format_version": int, "config": dict, "state_dict": dict,
+"metrics": dict}``
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..errors import BioidInputError
+from ..io.atomic import PathLike, atomic_write
+
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: PathLike, kind: str, config: dict, state_dict: dict, metrics: Optional[dict] = None, overwrite: bool = False) -> Path:
+    """Write a model file atomically (refuses to overwrite unless asked; keeps ``.bak``)."""
+    payload = {
+        "format": kind,
+        "format_version": FORMAT_VERSION,
+        "config": config,
+        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+        "metrics": metrics or {},
+    }
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: PathLike, kind: str) -> dict:
+    """Read a model file written by :func:`save_checkpoint`.
+
+    Raises
+    ------
+    BioidInputError
+        Missing file, not a napari-bioid model, or a model of another kind.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BioidInputError(f"{path}: no such model file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise BioidInputError(f"{path}: not a readable model file ({exc})") from exc
+    if not isinstance(payload, dict) or "format" not in payload:
+        raise BioidInputError(f"{path}: not a napari-bioid model file")
+    if payload["format"] != kind:
+        raise BioidInputError(f"{path}: a {payload['format']!r} model, expected {kind!r}")
+    return payload
