@@ -119,6 +119,8 @@ def _from_angstrom(df: pd.DataFrame, cols: Sequence[str], voxel_size: Optional[f
 
 def _read_csv(path: Path, voxel_size) -> pd.DataFrame:
     sep = "\t" if path.suffix.lower() == ".tsv" else None
+    if not path.read_text(errors="replace").strip():
+        raise BioidInputError(f"{path}: the coordinate table is empty")
     try:
         df = pd.read_csv(path, sep=sep, engine="python", comment="#")
     except pd.errors.EmptyDataError:

@@ -100,11 +100,19 @@ def read_volume(path: PathLike, mmap: Optional[bool] = None, check_finite: bool 
     if suffix in MRC_SUFFIXES:
         import mrcfile
 
+        opener = mrcfile.mmap if mmap else mrcfile.open  # a memory map stays open while its data is referenced
         try:
-            # a memory-mapped file stays open as long as its data is referenced
-            mrc = mrcfile.mmap(path, mode="r", permissive=False) if mmap else mrcfile.open(path, mode="r", permissive=False)
+            mrc = opener(path, mode="r", permissive=False)
         except Exception as exc:  # mrcfile raises ValueError / OSError on corrupt headers
-            raise BioidInputError(f"{path}: not a readable MRC file ({exc})") from exc
+            try:  # many programs write slightly non-standard headers (no MAP ID, odd machine stamp)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    mrc = opener(path, mode="r", permissive=True)
+            except Exception:
+                mrc = None
+            if mrc is None or mrc.data is None:
+                raise BioidInputError(f"{path}: not a readable MRC file ({exc})") from exc
+            warnings.warn(f"{path}: non-standard MRC header ({exc}); read it permissively", stacklevel=2)
         try:
             data = mrc.data if mmap else mrc.data.copy()
             vs = mrc.voxel_size

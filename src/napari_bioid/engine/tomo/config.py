@@ -18,21 +18,60 @@ from ..nn.unet3d import ResUNet3d
 from ..train.checkpoint import load_checkpoint, save_checkpoint
 
 MODEL_KIND = "napari-bioid/tomo-picker"
+DEFAULT_MODEL_NAME = "tomo_picker_default.pt"
+
+
+def default_model_path() -> Path:
+    """Path of the picking model shipped in the package.
+
+    Raises
+    ------
+    BioidInputError
+        No default model is installed (pass a model file instead).
+    """
+    path = Path(__file__).resolve().parents[2] / "models" / DEFAULT_MODEL_NAME
+    if not path.is_file():
+        raise BioidInputError(f"no default picking model is installed ({path}); pass --model / a model file")
+    return path
 LABEL_SHAPES = ("sphere", "gaussian", "cube")
 
 
 @dataclass
 class ParticleClass:
-    """One particle class: id (1..K), name and diameter in voxels."""
+    """One particle class.
+
+    Attributes
+    ----------
+    class_id : int
+        1..K.
+    name : str
+    diameter : float
+        Particle diameter d in voxels (point size in the viewer; radius for
+        pruning and evaluation tolerances).
+    label_radius : int or None
+        Weak-label radius r in voxels; default from d = 2r + 1.
+    """
 
     class_id: int
     name: str
     diameter: float
+    label_radius: Optional[int] = None
+
+    def __post_init__(self):
+        if not self.diameter > 0:
+            raise BioidInputError(f"class {self.class_id} ({self.name}): diameter must be positive, got {self.diameter}")
+        if self.label_radius is not None and self.label_radius < 0:
+            raise BioidInputError(f"class {self.class_id} ({self.name}): label radius must be ≥ 0")
 
     @property
     def radius(self) -> int:
-        """Weak-label radius r in voxels, from d = 2r + 1."""
+        """Particle radius in voxels, from d = 2r + 1."""
         return max(1, int(round((self.diameter - 1) / 2)))
+
+    @property
+    def weak_label_radius(self) -> int:
+        """Radius of the weak label painted around each centre."""
+        return self.radius if self.label_radius is None else int(self.label_radius)
 
 
 @dataclass
@@ -92,8 +131,9 @@ class PickerConfig:
         return len(self.classes)
 
     @property
-    def radii(self) -> Dict[int, int]:
-        return {c.class_id: c.radius for c in self.classes}
+    def label_radii(self) -> Dict[int, int]:
+        """Weak-label radius per class id."""
+        return {c.class_id: c.weak_label_radius for c in self.classes}
 
     @property
     def max_diameter(self) -> float:

@@ -57,10 +57,12 @@ def make_weak_labels(
     Returns
     -------
     numpy.ndarray, uint8, shape (Z, Y, X)
-        0 = background, else the class id. Where labels overlap, the earlier
-        particle keeps its voxels (a later one never erases an earlier centre).
+        0 = background, else the class id. Where labels overlap, a voxel goes
+        to the particle whose centre is nearest (ties: the earlier one), so no
+        particle ever erases another one's centre.
     """
     labels = np.zeros(tuple(shape), dtype=np.uint8)
+    nearest = np.full(tuple(shape), np.inf, dtype=np.float32)  # squared distance to the owning centre
     if (table["class_id"] > 255).any():
         raise BioidInputError("class ids above 255 are not supported")
     kernels: Dict[int, np.ndarray] = {}
@@ -71,6 +73,8 @@ def make_weak_labels(
             kernels[cls] = label_kernel(r, label_shape)
         k = kernels[cls]
         r = k.shape[0] // 2
+        g = np.arange(-r, r + 1)
+        d2 = (g[:, None, None] ** 2 + g[None, :, None] ** 2 + g[None, None, :] ** 2).astype(np.float32)
         c = np.rint([z, y, x]).astype(int)
         lo = c - r
         hi = c + r + 1
@@ -78,7 +82,9 @@ def make_weak_labels(
         b = np.minimum(hi, labels.shape)
         if np.any(b <= a):
             continue
-        sub = labels[a[0] : b[0], a[1] : b[1], a[2] : b[2]]
-        ks = k[a[0] - lo[0] : b[0] - lo[0], a[1] - lo[1] : b[1] - lo[1], a[2] - lo[2] : b[2] - lo[2]]
-        sub[ks & (sub == 0)] = cls
+        win = (slice(a[0], b[0]), slice(a[1], b[1]), slice(a[2], b[2]))
+        kwin = (slice(a[0] - lo[0], b[0] - lo[0]), slice(a[1] - lo[1], b[1] - lo[1]), slice(a[2] - lo[2], b[2] - lo[2]))
+        take = k[kwin] & (d2[kwin] < nearest[win])
+        labels[win][take] = cls
+        nearest[win][take] = d2[kwin][take]
     return labels

@@ -154,7 +154,7 @@ def train_picker(
     for vol, tab in zip(tomograms, tables):
         arr = _as_array(vol)
         images.append(Normalizer.fit(arr, config.normalization, config.lowpass_sigma)(arr))
-        labels.append(make_weak_labels(arr.shape, tab, config.radii, config.label_shape))
+        labels.append(make_weak_labels(arr.shape, tab, config.label_radii, config.label_shape))
         centres.append(table_zyx(tab))
     sampler = SubtomogramSampler(images, labels, centres, config.block_size, augment)
     if len(sampler) == 0:
@@ -189,7 +189,7 @@ def train_picker(
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             step += 1
             report(progress, step, total, f"epoch {epoch}/{epochs} loss {np.mean(losses):.3f}")
         record = {"epoch": epoch, "loss": float(np.mean(losses)), "val_f1": float("nan"), "val_f1_agnostic": float("nan"), "lr": float(sched.get_last_lr()[0])}

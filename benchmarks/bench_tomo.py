@@ -1,0 +1,155 @@
+"""Picking benchmarks: sliding-window inference speed and average-pool NMS vs peak_local_max.
+
+Run:  python benchmarks/bench_tomo.py [--shape 200,512,512] [--model full|small] [--device cpu]
+
+Prints one JSON line per measurement, each from its own process so that the
+peak resident memory (ru_maxrss) belongs to that measurement alone:
+
+* ``inference``: voxels per second of :func:`segment` on a memory-mapped
+  random tomogram of ``--shape`` with an untrained network of the default
+  architecture (speed does not depend on the weights), and the peak memory
+  against the tomogram's and the output's sizes;
+* ``nms``: time of our average-pool NMS + pruning and of
+  ``skimage.feature.peak_local_max`` on the same segmentation (spheres of
+  radius 5 at random positions), their ratio, and how many centres each found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def bench_inference(shape, model_size, device, batch_size):
+    import torch
+
+    from napari_bioid.engine.io import read_volume
+    from napari_bioid.engine.tomo import ParticleClass, PickerConfig, PickerModel, segment
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.mrc"
+        # write in slabs so the benchmark process itself never holds the whole tomogram
+        import mrcfile
+
+        with mrcfile.new_mmap(path, shape=tuple(shape), mrc_mode=2, overwrite=True) as mrc:
+            rng = np.random.default_rng(0)
+            for z in range(0, shape[0], 16):
+                mrc.data[z : z + 16] = rng.normal(size=mrc.data[z : z + 16].shape).astype(np.float32)
+            mrc.voxel_size = 10.0
+        base_rss = peak_rss_mib()
+        vol = read_volume(path, mmap=True)
+        if model_size == "full":
+            cfg = PickerConfig(classes=[ParticleClass(1, "ribosome", 23)], block_size=72, pad_size=12)
+        else:
+            cfg = PickerConfig(classes=[ParticleClass(1, "particle", 11)], block_size=40, pad_size=6, channels=(8, 16, 32))
+        model = PickerModel(cfg.build_network().eval(), cfg)
+        t0 = time.perf_counter()
+        seg = segment(vol.data, model, batch_size=batch_size, device=device)
+        if device and device.startswith("cuda"):
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        n = int(np.prod(shape))
+        return {
+            "benchmark": "inference",
+            "shape_zyx": list(shape),
+            "model": model_size,
+            "block_size": cfg.block_size,
+            "pad_size": cfg.pad_size,
+            "channels": list(cfg.channels),
+            "device": device or "auto",
+            "torch_threads": torch.get_num_threads(),
+            "seconds": round(dt, 2),
+            "voxels_per_second": round(n / dt),
+            "peak_rss_MiB": round(peak_rss_mib()),
+            "rss_before_MiB": round(base_rss),
+            "tomogram_MiB": round(n * 4 / 2**20),
+            "outputs_MiB (float32 prob + uint8 class)": round(n * 5 / 2**20),
+            "mean_probability": float(seg.probability[:: 8, ::8, ::8].mean()),
+        }
+
+
+def bench_nms(shape, n_particles, radius):
+    from skimage.feature import peak_local_max
+
+    from napari_bioid.engine.tomo import PickerConfig, ParticleClass, evaluate_picks
+    from napari_bioid.engine.io.coords import make_table
+    from napari_bioid.engine.tomo.inference import Segmentation
+    from napari_bioid.engine.tomo.nms import find_candidates, prune_picks
+
+    rng = np.random.default_rng(1)
+    centres = np.stack([rng.integers(radius, s - radius, n_particles) for s in shape], axis=1)
+    prob = np.zeros(shape, np.float32)
+    g = np.arange(-radius, radius + 1)
+    ball = (g[:, None, None] ** 2 + g[None, :, None] ** 2 + g[None, None, :] ** 2) <= radius**2
+    for c in centres:
+        sl = tuple(slice(ci - radius, ci + radius + 1) for ci in c)
+        prob[sl] = np.maximum(prob[sl], ball * rng.uniform(0.6, 1.0))
+    seg = Segmentation(prob, np.ones(shape, np.uint8))
+    truth = make_table(centres)
+    cfg = PickerConfig(classes=[ParticleClass(1, "p", 2 * radius + 1)])
+    rss0 = peak_rss_mib()
+    t0 = time.perf_counter()
+    picks = prune_picks(find_candidates(seg, 1, 0.5, cfg.n_pools), 0.2, radius + 1.0)
+    t_ours = time.perf_counter() - t0
+    rss_ours = peak_rss_mib()
+    t0 = time.perf_counter()
+    peaks = peak_local_max(prob, min_distance=radius + 1, threshold_abs=0.5, exclude_border=False)
+    t_skimage = time.perf_counter() - t0
+    ours = evaluate_picks(picks, truth, 2.0)
+    theirs = evaluate_picks(make_table(peaks), truth, 2.0)
+    return {
+        "benchmark": "nms",
+        "shape_zyx": list(shape),
+        "particles": n_particles,
+        "radius": radius,
+        "avgpool_nms_seconds": round(t_ours, 3),
+        "peak_local_max_seconds": round(t_skimage, 3),
+        "speed_ratio (peak_local_max / ours)": round(t_skimage / t_ours, 2),
+        "avgpool_nms_f1": round(ours["f1"], 4),
+        "peak_local_max_f1": round(theirs["f1"], 4),
+        "peak_rss_MiB": round(peak_rss_mib()),
+        "nms_extra_MiB": round(rss_ours - rss0),
+        "segmentation_MiB": round(prob.nbytes / 2**20),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", default="200,512,512")
+    ap.add_argument("--model", default="full", choices=["full", "small"])
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--particles", type=int, default=2000)
+    ap.add_argument("--part", default="all", choices=["all", "inference", "nms"])
+    args = ap.parse_args()
+    shape = tuple(int(v) for v in args.shape.split(","))
+    if args.part == "all":
+        for part in ("nms", "inference"):
+            cmd = [sys.executable, __file__, "--part", part, "--shape", args.shape, "--model", args.model,
+                   "--batch-size", str(args.batch_size), "--particles", str(args.particles)]
+            if args.device:
+                cmd += ["--device", args.device]
+            subprocess.run(cmd, check=True)
+        return
+    if args.part == "inference":
+        out = bench_inference(shape, args.model, args.device, args.batch_size)
+    else:
+        out = bench_nms(shape, args.particles, 5)
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()

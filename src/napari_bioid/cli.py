@@ -1,0 +1,212 @@
+"""The ``bioid`` command line.
+
+``bioid tomo train|pick|evaluate``: particle picking in tomograms (see
+``bioid tomo --help``). Every command validates all its inputs and outputs
+before doing long work, prints a clear ``error:`` line and exits with status 2
+on bad input, and never overwrites a file unless ``--overwrite`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import List, Optional
+
+from .engine.errors import BioidInputError, Cancelled
+
+
+def _floats(text: str) -> List[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text: str) -> List[int]:
+    return [int(v) for v in _floats(text)]
+
+
+def _add_tomo(sub) -> None:
+    tomo = sub.add_parser("tomo", help="particle picking in cryo-ET tomograms")
+    tsub = tomo.add_subparsers(dest="cmd", required=True)
+
+    tr = tsub.add_parser("train", help="train a picking model from tomograms and clicked centres")
+    tr.add_argument("--tomogram", action="append", required=True, type=Path, help="training tomogram (MRC/REC/TIFF); repeat, paired with --coords")
+    tr.add_argument("--coords", action="append", required=True, type=Path, help="its particle centres (CSV/STAR/.coords); repeat")
+    tr.add_argument("--val-tomogram", action="append", default=[], type=Path, help="validation tomogram; repeat, paired with --val-coords")
+    tr.add_argument("--val-coords", action="append", default=[], type=Path)
+    tr.add_argument("--out", required=True, type=Path, help="model file to write (.pt)")
+    tr.add_argument("--diameter", type=_floats, default=None, help="particle diameter in voxels, one for all classes or one per class (comma-separated); default 11")
+    tr.add_argument("--class-names", default=None, help="comma-separated class names, in class-id order")
+    tr.add_argument("--merge-classes", action="store_true", help="ignore class ids: train one 'particle' class (class-agnostic picking)")
+    tr.add_argument("--label-radius", type=_ints, default=None, help="weak-label radius in voxels, one or per class; default (diameter-1)/2")
+    tr.add_argument("--label-shape", default="sphere", choices=["sphere", "gaussian", "cube"])
+    tr.add_argument("--epochs", type=int, default=60)
+    tr.add_argument("--batch-size", type=int, default=8)
+    tr.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the one-cycle schedule")
+    tr.add_argument("--block-size", type=int, default=72)
+    tr.add_argument("--pad-size", type=int, default=12)
+    tr.add_argument("--channels", type=_ints, default=[24, 48, 72, 108], help="U-Net channels per level")
+    tr.add_argument("--val-every", type=int, default=1)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--device", default=None)
+    tr.add_argument("--overwrite", action="store_true")
+
+    pk = tsub.add_parser("pick", help="pick particles in a tomogram")
+    pk.add_argument("tomogram", type=Path)
+    pk.add_argument("--out", required=True, type=Path, help="picks CSV (x,y,z,class_id,score in voxels, plus x_A,y_A,z_A)")
+    pk.add_argument("--model", type=Path, default=None, help="model file; default: the shipped model")
+    pk.add_argument("--star", type=Path, default=None, help="also write a RELION STAR file")
+    pk.add_argument("--coords-out", type=Path, default=None, help="also write DeepETPicker 'class x y z score' text")
+    pk.add_argument("--threshold", type=float, default=None, help="segmentation threshold (default 0.5)")
+    pk.add_argument("--min-score", type=float, default=None, help="minimum pick score")
+    pk.add_argument("--distance", type=float, default=None, help="pruning distance in voxels (default: particle radius + 1)")
+    pk.add_argument("--voxel-size", type=float, default=None, help="Å per voxel, when the header has none")
+    pk.add_argument("--batch-size", type=int, default=4)
+    pk.add_argument("--device", default=None)
+    pk.add_argument("--overwrite", action="store_true")
+
+    ev = tsub.add_parser("evaluate", help="precision, recall and F1 of picks against truth (JSON)")
+    ev.add_argument("picks", type=Path)
+    ev.add_argument("truth", type=Path)
+    ev.add_argument("--tolerance", type=float, required=True, help="maximum pick-to-centre distance in voxels")
+    ev.add_argument("--beta", type=float, default=4.0)
+    ev.add_argument("--voxel-size", type=float, default=None, help="Å per voxel, for files with Å coordinates only")
+
+
+def _tomo_train(args) -> int:
+    from .engine.io import prepare_output, read_coordinates, read_volume
+    from .engine.progress import TqdmProgress
+    from .engine.tomo import ParticleClass, PickerConfig, train_picker
+
+    if len(args.tomogram) != len(args.coords):
+        raise BioidInputError(f"{len(args.tomogram)} --tomogram but {len(args.coords)} --coords: give them in pairs")
+    if len(args.val_tomogram) != len(args.val_coords):
+        raise BioidInputError("--val-tomogram and --val-coords must come in pairs")
+    prepare_output(args.out, args.overwrite)
+    vols = [read_volume(p) for p in args.tomogram]
+    tabs = [read_coordinates(c, v.voxel_size, v.shape) for c, v in zip(args.coords, vols)]
+    vvols = [read_volume(p) for p in args.val_tomogram]
+    vtabs = [read_coordinates(c, v.voxel_size, v.shape) for c, v in zip(args.val_coords, vvols)]
+    if args.merge_classes:
+        for t in tabs + vtabs:
+            t["class_id"] = 1
+        args.class_names = args.class_names or "particle"
+    n_classes = int(max(t["class_id"].max() for t in tabs + vtabs))
+    if n_classes < 1:
+        raise BioidInputError("class ids must start at 1")
+    diam = args.diameter or [11.0]
+    if len(diam) not in (1, n_classes):
+        raise BioidInputError(f"--diameter gives {len(diam)} values for {n_classes} classes")
+    names = args.class_names.split(",") if args.class_names else [f"class{i}" for i in range(1, n_classes + 1)]
+    if len(names) != n_classes:
+        raise BioidInputError(f"--class-names gives {len(names)} names for {n_classes} classes")
+    lr_ = args.label_radius
+    if lr_ is not None and len(lr_) not in (1, n_classes):
+        raise BioidInputError(f"--label-radius gives {len(lr_)} values for {n_classes} classes")
+    classes = [
+        ParticleClass(i + 1, names[i], diam[i if len(diam) > 1 else 0], None if lr_ is None else lr_[i if len(lr_) > 1 else 0])
+        for i in range(n_classes)
+    ]
+    voxel_sizes = {v.voxel_size for v in vols if v.voxel_size}
+    if len(voxel_sizes) > 1:
+        warnings.warn(f"training tomograms have different voxel sizes {sorted(voxel_sizes)} Å", stacklevel=1)
+    config = PickerConfig(
+        classes=classes, block_size=args.block_size, pad_size=args.pad_size, channels=tuple(args.channels),
+        label_shape=args.label_shape, voxel_size=next(iter(voxel_sizes)) if voxel_sizes else None,
+    )
+    bar = TqdmProgress("train")
+
+    def on_epoch(rec):
+        f1 = rec["val_f1"]
+        print(f"epoch {rec['epoch']:3d}  loss {rec['loss']:.4f}" + ("" if f1 != f1 else f"  val F1 {f1:.3f}"), file=sys.stderr)
+
+    try:
+        model = train_picker(vols, tabs, config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                             val_tomograms=vvols or None, val_tables=vtabs or None, val_every=args.val_every,
+                             seed=args.seed, device=args.device, progress=bar, on_epoch=on_epoch)
+    finally:
+        bar.close()
+    model.save(args.out, overwrite=args.overwrite)
+    print(json.dumps({"model": str(args.out), "best_epoch": model.metrics["best_epoch"], "best_val_f1": model.metrics["best_val_f1"]}))
+    return 0
+
+
+def _tomo_pick(args) -> int:
+    from .engine.io import prepare_output, read_volume, write_coordinates
+    from .engine.progress import TqdmProgress
+    from .engine.tomo import DEFAULT_MIN_SCORE, DEFAULT_THRESHOLD, load_picker, pick
+    from .engine.tomo.config import default_model_path
+
+    outs = [p for p in (args.out, args.star, args.coords_out) if p is not None]
+    for p in outs:
+        prepare_output(p, args.overwrite)
+    if len(set(map(str, outs))) != len(outs):
+        raise BioidInputError("the output files must differ")
+    vol = read_volume(args.tomogram)
+    voxel_size = args.voxel_size or vol.voxel_size
+    model = load_picker(args.model or default_model_path(), voxel_size)
+    bar = TqdmProgress("pick")
+    try:
+        res = pick(vol.data, model,
+                   threshold=DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
+                   min_score=DEFAULT_MIN_SCORE if args.min_score is None else args.min_score,
+                   distance=args.distance, batch_size=args.batch_size, device=args.device, progress=bar)
+    finally:
+        bar.close()
+    picks = res.picks
+    names = {c.class_id: c.name for c in model.config.classes}
+    picks["class_name"] = picks["class_id"].map(names)
+    write_coordinates(picks, args.out, voxel_size, vol.shape, overwrite=args.overwrite)
+    if args.star:
+        write_coordinates(picks, args.star, voxel_size, vol.shape, overwrite=args.overwrite, tomo_name=args.tomogram.stem)
+    if args.coords_out:
+        write_coordinates(picks, args.coords_out, voxel_size, vol.shape, overwrite=args.overwrite)
+    counts = picks["class_id"].value_counts().sort_index()
+    print(json.dumps({"picks": int(len(picks)), "per_class": {names[int(k)]: int(v) for k, v in counts.items()}, "out": str(args.out)}))
+    return 0
+
+
+def _tomo_evaluate(args) -> int:
+    from .engine.io import read_coordinates
+    from .engine.tomo import evaluate_picks
+
+    if args.tolerance <= 0:
+        raise BioidInputError("--tolerance must be positive (voxels)")
+    picks = read_coordinates(args.picks, args.voxel_size)
+    truth = read_coordinates(args.truth, args.voxel_size)
+    print(json.dumps(evaluate_picks(picks, truth, args.tolerance, beta=args.beta), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bioid", description="napari-bioid: bio-image identification (headless engine)")
+    sub = parser.add_subparsers(dest="domain", required=True)
+    _add_tomo(sub)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {("tomo", "train"): _tomo_train, ("tomo", "pick"): _tomo_pick, ("tomo", "evaluate"): _tomo_evaluate}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", UserWarning)
+            warnings.showwarning = lambda msg, *a, **k: print(f"warning: {msg}", file=sys.stderr)
+            return handlers[(args.domain, args.cmd)](args)
+    except (BioidInputError, FileExistsError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Cancelled:
+        print("cancelled", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""napari dock widgets (Qt). Thin layers over :mod:`napari_bioid.engine`."""

@@ -1,0 +1,75 @@
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_bioid.engine.errors import Cancelled
+from napari_bioid.engine.tomo import ParticleClass, PickerConfig, PickerModel, segment
+from napari_bioid.engine.tomo.inference import window_starts
+from napari_bioid.engine.tomo.preprocess import Normalizer, extract_block
+
+
+class Position(torch.nn.Module):
+    """Logits (0, v) from voxel value v: foreground probability = sigmoid(v)."""
+
+    def forward(self, x):
+        return torch.cat([torch.zeros_like(x), x], dim=1)
+
+
+class Edgy(torch.nn.Module):
+    """Like Position, but garbage within ``pad`` voxels of every block face."""
+
+    def __init__(self, pad):
+        super().__init__()
+        self.pad = pad
+
+    def forward(self, x):
+        out = torch.cat([torch.zeros_like(x), x], dim=1)
+        p = self.pad
+        garbage = torch.full_like(out, 50.0)
+        inner = torch.zeros_like(out, dtype=torch.bool)
+        inner[..., p:-p, p:-p, p:-p] = True
+        return torch.where(inner, out, garbage)
+
+
+@pytest.mark.parametrize("length,block,pad", [(100, 32, 6), (20, 32, 6), (33, 16, 2), (16, 16, 0), (21, 16, 4)])
+def test_window_starts_tile_the_axis(length, block, pad):
+    covered = np.zeros(length, int)
+    for b0, k0, k1 in window_starts(length, block, pad):
+        assert b0 + pad <= k0 and k1 <= b0 + block - pad  # only the central region is kept
+        covered[k0:k1] += 1
+    assert (covered == 1).all()
+
+
+def test_extract_block_mirrors_outside():
+    v = np.arange(10)[None, None, :] * np.ones((3, 4, 1))
+    b = extract_block(v, (0, 0, -3), (3, 4, 16))
+    np.testing.assert_array_equal(b[0, 0], [3, 2, 1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 8, 7, 6])
+
+
+def _model(net, block=32, pad=6):
+    cfg = PickerConfig(classes=[ParticleClass(1, "p", 7)], block_size=block, pad_size=pad, channels=(4, 8))
+    return PickerModel(net, cfg)
+
+
+def test_sliding_window_is_seamless_and_drops_block_edges():
+    rng = np.random.default_rng(0)
+    vol = rng.normal(size=(45, 70, 53)).astype(np.float32) * 3 + 10
+    expected = 1 / (1 + np.exp(-Normalizer.fit(vol)(vol)))
+    seg = segment(vol, _model(Edgy(6)), batch_size=3)
+    assert seg.probability.dtype == np.float32 and seg.class_map.dtype == np.uint8
+    np.testing.assert_allclose(seg.probability, expected, atol=1e-5)
+    assert (seg.class_map == 1).all()
+
+
+def test_segment_memmap_progress_and_cancel(tmp_path):
+    vol = np.lib.format.open_memmap(tmp_path / "v.npy", mode="w+", dtype=np.float32, shape=(40, 40, 40))
+    vol[:] = np.random.default_rng(1).normal(size=vol.shape)
+    calls = []
+    seg = segment(vol, _model(Position()), progress=lambda d, t, m: calls.append((d, t)))
+    assert calls[-1][0] == calls[-1][1] > 1 and seg.probability.shape == vol.shape
+    flag = threading.Event()
+    flag.set()
+    with pytest.raises(Cancelled):
+        segment(vol, _model(Position()), cancel=flag)
