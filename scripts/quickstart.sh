@@ -8,7 +8,7 @@ toy=${BIOID_SHARED:-$here/../shared}/data/cryoet/deepfinder_toy
 out=$here/out/quickstart
 mkdir -p "$out"
 args=()
-for i in 1 2 3 4 5; do args+=(--tomogram "$toy/tomo$i.mrc" --coords "$toy/tomo${i}_particles.csv"); done
+for i in 1 2 3 4 5 6; do args+=(--tomogram "$toy/tomo$i.mrc" --coords "$toy/tomo${i}_particles.csv"); done
 bioid tomo train "${args[@]}" --val-tomogram "$toy/tomo6.mrc" --val-coords "$toy/tomo6_particles.csv" \
   --out "$out/picker.pt" --overwrite --merge-classes --diameter 11 --label-radius 4 \
   --epochs 10 --block-size 40 --pad-size 6 --channels 8,16,32 --lr 2e-3 --val-every 2
