@@ -22,6 +22,28 @@ from ..io.coords import empty_table, make_table, table_zyx
 from ..progress import ProgressCallback, check_cancel, report
 
 
+def _box(x: torch.Tensor, kernel: int, op, fill: float) -> torch.Tensor:
+    """Reduce every ``kernel``³ cube of a 3D tensor with a binary ``op`` (add or maximum).
+
+    Box filters are separable: one 1D pass per axis, each combining ``kernel``
+    shifted views of the input padded with ``fill``. For a sum with zero fill
+    this equals ``avg_pool3d(count_include_pad=True)`` × kernel³, for a
+    maximum with −inf fill ``max_pool3d`` with "same" padding, at 3·k instead
+    of k³ operations per voxel and several times faster than torch's pools on CPU.
+    """
+    h = kernel // 2
+    for axis in range(3):
+        pad = [0] * 6
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = h
+        padded = F.pad(x[None], pad, value=fill)[0]
+        n = x.shape[axis]
+        out = padded.narrow(axis, 0, n).clone()
+        for offset in range(1, kernel):
+            op(out, padded.narrow(axis, offset, n), out=out)
+        x = out
+    return x
+
+
 def avgpool_peaks(mask: np.ndarray, n_pools: int = 6, kernel: int = 5, maxpool_kernel: int = 5, floor: float = 0.1) -> tuple:
     """Candidate centres of the blobs of one binary mask.
 
@@ -51,14 +73,15 @@ def avgpool_peaks(mask: np.ndarray, n_pools: int = 6, kernel: int = 5, maxpool_k
     hi = [min(s, int(i[-1]) + 1 + reach) for i, s in zip(nz, mask.shape)]
     sub = mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
     with torch.inference_mode():
-        x = torch.from_numpy(np.ascontiguousarray(sub, dtype=np.float32))[None, None]
+        x = torch.from_numpy(np.ascontiguousarray(sub, dtype=np.float32))
         # Zero padding of the crop equals the full volume's: everything within the pools'
         # reach outside the crop is background, or outside the tomogram (zero "same" padding).
+        norm = float(kernel**3)
         for _ in range(int(n_pools)):
-            x = F.avg_pool3d(x, kernel, stride=1, padding=kernel // 2, count_include_pad=True)
-        peaks = (x == F.max_pool3d(x, maxpool_kernel, stride=1, padding=maxpool_kernel // 2)) & (x > floor)
-        idx = torch.nonzero(peaks[0, 0]).numpy()
-        score = x[0, 0][peaks[0, 0]].numpy()
+            x = _box(x, kernel, torch.add, 0.0).div_(norm)
+        peaks = (x == _box(x, maxpool_kernel, torch.maximum, float("-inf"))) & (x > floor)
+        idx = torch.nonzero(peaks).numpy()
+        score = x[peaks].numpy()
     return idx + np.asarray(lo), score.astype(np.float32)
 
 
