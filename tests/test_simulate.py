@@ -58,9 +58,11 @@ def test_ctf_sign_and_amplitude_contrast():
 
 
 def test_truth_centres_are_density_maxima_of_a_noise_free_reconstruction(structures):
-    ribosome = [s for s in structures if s.name == "4V94"]
-    sim = simulate_tomogram(ribosome, SimulationParams(shape_zyx=(56, 96, 96), n_particles=6, snr=None, ctf=False, seed=3))
-    assert len(sim.truth) >= 4
+    # compact particles (a two-lobed ribosome's centre of mass lies between its subunits)
+    compact = [s for s in structures if s.name in ("1bxn", "4d8q", "1qvr")]
+    assert len(compact) == 3
+    sim = simulate_tomogram(compact, SimulationParams(shape_zyx=(56, 96, 96), n_particles=8, snr=None, ctf=False, seed=3))
+    assert len(sim.truth) >= 6
     smooth = ndi.gaussian_filter(sim.tomogram, 3)
     for row in sim.truth.itertuples():
         c = np.array([row.z, row.y, row.x], int)
@@ -78,5 +80,6 @@ def test_simulation_is_reproducible_and_classes_mapped(structures):
     np.testing.assert_array_equal(a.tomogram, b.tomogram)
     assert a.truth.equals(b.truth)
     for row in a.truth.itertuples():
-        assert a.class_map[int(row.z), int(row.y), int(row.x)] == row.class_id
+        z, y, x = int(row.z), int(row.y), int(row.x)
+        assert row.class_id in a.class_map[max(z - 3, 0) : z + 4, max(y - 3, 0) : y + 4, max(x - 3, 0) : x + 4]
         assert row.class_name == a.class_names[row.class_id - 1]

@@ -69,6 +69,24 @@ def _add_tomo(sub) -> None:
     pk.add_argument("--device", default=None)
     pk.add_argument("--overwrite", action="store_true")
 
+    sm = tsub.add_parser("simulate", help="simulate a tomogram from real structures, with its truth")
+    sm.add_argument("--out-dir", required=True, type=Path, help="folder for <name>.mrc, <name>_truth.csv, <name>_classes.mrc, <name>_params.json")
+    sm.add_argument("--name", default="simulated")
+    sm.add_argument("--structures", type=Path, default=None, help="folder of density maps (default ../shared/data/cryoet/structures)")
+    sm.add_argument("--only", default=None, help="comma-separated structure names to use (e.g. 4V94,4CR2,5MRC)")
+    sm.add_argument("--no-shapes", action="store_true", help="skip the SHREC 2019 shape masks")
+    sm.add_argument("--shape", type=_ints, default=[64, 160, 160], help="z,y,x voxels")
+    sm.add_argument("--voxel-size", type=float, default=10.0, help="Å per voxel")
+    sm.add_argument("--particles", type=int, default=40)
+    sm.add_argument("--snr", type=float, default=0.1, help="per tilt image; 0 = noise-free")
+    sm.add_argument("--tilt", type=_floats, default=[-60, 60, 3], help="min,max,step in degrees")
+    sm.add_argument("--defocus", type=float, default=-3.0, help="µm, negative = underfocus")
+    sm.add_argument("--no-ctf", action="store_true")
+    sm.add_argument("--vesicles", type=int, default=0)
+    sm.add_argument("--fiducials", type=int, default=0)
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--overwrite", action="store_true")
+
     ev = tsub.add_parser("evaluate", help="precision, recall and F1 of picks against truth (JSON)")
     ev.add_argument("picks", type=Path)
     ev.add_argument("truth", type=Path)
@@ -170,6 +188,51 @@ def _tomo_pick(args) -> int:
     return 0
 
 
+def default_structures_dir() -> Path:
+    """``../shared/data/cryoet/structures`` beside the checkout (or under $BIOID_SHARED)."""
+    import os
+
+    shared = Path(os.environ.get("BIOID_SHARED", Path(__file__).resolve().parents[3] / "shared"))
+    return shared / "data" / "cryoet" / "structures"
+
+
+def _tomo_simulate(args) -> int:
+    from .engine.io import prepare_output, write_coordinates, write_mrc
+    from .engine.io.atomic import atomic_write
+    from .engine.progress import TqdmProgress
+    from .engine.tomo.simulate import SimulationParams, load_structures, params_dict, simulate_tomogram
+
+    if len(args.shape) != 3 or len(args.tilt) != 3:
+        raise BioidInputError("--shape needs z,y,x and --tilt needs min,max,step")
+    out = args.out_dir
+    if not out.is_dir():
+        raise BioidInputError(f"{out}: no such folder")
+    names = {k: out / f"{args.name}{suffix}" for k, suffix in
+             (("tomo", ".mrc"), ("truth", "_truth.csv"), ("classes", "_classes.mrc"), ("params", "_params.json"))}
+    for p in names.values():
+        prepare_output(p, args.overwrite)
+    structures = load_structures(args.structures or default_structures_dir(), args.voxel_size, not args.no_shapes,
+                                 args.only.split(",") if args.only else None)
+    params = SimulationParams(shape_zyx=tuple(args.shape), voxel_size_A=args.voxel_size, n_particles=args.particles,
+                              tilt_min_deg=args.tilt[0], tilt_max_deg=args.tilt[1], tilt_step_deg=args.tilt[2],
+                              snr=args.snr or None, defocus_um=args.defocus, ctf=not args.no_ctf,
+                              n_vesicles=args.vesicles, n_fiducials=args.fiducials, seed=args.seed)
+    bar = TqdmProgress("simulate")
+    try:
+        sim = simulate_tomogram(structures, params, progress=bar)
+    finally:
+        bar.close()
+    write_mrc(names["tomo"], sim.tomogram, args.voxel_size, overwrite=args.overwrite)
+    write_coordinates(sim.truth, names["truth"], args.voxel_size, overwrite=args.overwrite)
+    write_mrc(names["classes"], sim.class_map.astype("int8"), args.voxel_size, overwrite=args.overwrite)
+    meta = params_dict(params)
+    meta["classes"] = {i + 1: {"name": s.name, "diameter_voxels": round(s.diameter, 2)} for i, s in enumerate(structures)}
+    with atomic_write(names["params"], overwrite=args.overwrite) as tmp:
+        tmp.write_text(json.dumps(meta, indent=1))
+    print(json.dumps({"tomogram": str(names["tomo"]), "particles": int(len(sim.truth))}))
+    return 0
+
+
 def _tomo_evaluate(args) -> int:
     from .engine.io import read_coordinates
     from .engine.tomo import evaluate_picks
@@ -191,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {("tomo", "train"): _tomo_train, ("tomo", "pick"): _tomo_pick, ("tomo", "evaluate"): _tomo_evaluate}
+    handlers = {("tomo", "train"): _tomo_train, ("tomo", "pick"): _tomo_pick, ("tomo", "evaluate"): _tomo_evaluate,
+                ("tomo", "simulate"): _tomo_simulate}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always", UserWarning)

@@ -319,8 +319,8 @@ def simulate_tomogram(
     Returns
     -------
     Simulation
-        Particles that did not fit without overlap after 200 tries each are
-        left out (the truth lists what was placed). Reproducible from
+        Every particle lies wholly inside the tomogram; particles that did
+        not fit without overlap after 200 tries each are left out (the truth lists what was placed). Reproducible from
         ``params.seed``.
     """
     params = params or SimulationParams()
@@ -369,8 +369,13 @@ def simulate_tomogram(
             dens = _rotate(st.density, rot)
             mask = dens > st.mask_threshold
             half = dens.shape[0] // 2
-            # the centre stays inside, the particle may touch the border
-            centre = np.array([rng.integers(0, s) for s in shape])
+            # the whole particle lies inside the tomogram, as in a lamella or a thick section
+            idx = np.argwhere(mask)
+            first, last = idx.min(0) - half, idx.max(0) - half
+            lo_c, hi_c = -first, np.asarray(shape) - 1 - last
+            if np.any(hi_c < lo_c):
+                continue
+            centre = np.array([rng.integers(a, b + 1) for a, b in zip(lo_c, hi_c)])
             corner = centre - half
             lo = np.maximum(corner, 0)
             hi = np.minimum(corner + dens.shape, shape)
