@@ -100,3 +100,11 @@ def test_evaluate_picks_counts_and_fbeta():
     p, r, b = 1.0, 3 / 4, 4.0
     assert ev["fbeta"] == pytest.approx((1 + b * b) * p * r / (b * b * p + r))
     assert evaluate_picks(picks, truth, tolerance=0.5)["tp"] == 1
+
+
+def test_per_class_tolerance_applies_to_each_true_particle():
+    truth = make_table([[10, 10, 10], [40, 40, 40]], [1, 2])
+    picks = make_table([[10, 10, 14], [40, 40, 44]], [1, 1])
+    ev = evaluate_picks(picks, truth, tolerance={1: 3.0, 2: 5.0})
+    assert ev["tp"] == 1  # 4 voxels off: outside class 1's tolerance, inside class 2's
+    assert ev["per_class"]["2"]["tp"] == 0  # the class-aware matching needs the right class

@@ -22,12 +22,14 @@ from scipy.spatial import cKDTree
 from ..io.coords import table_zyx
 
 
-def match_points(pred: np.ndarray, truth: np.ndarray, tolerance: float) -> np.ndarray:
+def match_points(pred: np.ndarray, truth: np.ndarray, tolerance) -> np.ndarray:
     """One-to-one matching of two point sets within ``tolerance``.
 
     Parameters
     ----------
     pred, truth : (n, d) and (m, d) float arrays (same units as ``tolerance``)
+    tolerance : float or (m,) array
+        One distance, or one per true point (e.g. each particle's radius).
 
     Returns
     -------
@@ -38,17 +40,20 @@ def match_points(pred: np.ndarray, truth: np.ndarray, tolerance: float) -> np.nd
     truth = np.asarray(truth, dtype=float)
     if len(pred) == 0 or len(truth) == 0:
         return np.zeros((0, 2), np.int64)
-    near = cKDTree(pred).query_ball_tree(cKDTree(truth), tolerance)
+    tol = np.broadcast_to(np.asarray(tolerance, dtype=float), (len(truth),))
+    near = cKDTree(pred).query_ball_tree(cKDTree(truth), float(tol.max()))
     rows = np.asarray([i for i, js in enumerate(near) for _ in js], dtype=np.int64)
     cols = np.asarray([j for js in near for j in js], dtype=np.int64)
+    dist = np.linalg.norm(pred[rows] - truth[cols], axis=1) if len(rows) else np.zeros(0)
+    keep = dist <= tol[cols]
+    rows, cols, dist = rows[keep], cols[keep], dist[keep]
     if len(rows) == 0:
         return np.zeros((0, 2), np.int64)
     n, m = len(pred), len(truth)
-    dist = np.linalg.norm(pred[rows] - truth[cols], axis=1)
     graph = coo_matrix((np.ones(len(rows)), (rows, cols + n)), shape=(n + m, n + m))
     _, comp = connected_components(graph, directed=False)
     out = []
-    big = 1e6 * (tolerance + 1.0)
+    big = 1e6 * (float(tol.max()) + 1.0)
     for c in np.unique(comp[rows]):
         sel = comp[rows] == c
         r_ids, c_ids = np.unique(rows[sel]), np.unique(cols[sel])
@@ -83,8 +88,8 @@ def evaluate_picks(
     picks, truth : coordinate tables (``x, y, z`` voxels, ``class_id``)
     tolerance : float or {class_id: float}
         Maximum pick-to-centre distance in voxels (one value, or per true
-        class, e.g. 0.5 × particle radius for the CZII rule). The
-        class-agnostic figure uses the largest value when given per class.
+        class, e.g. the particle radius, or 0.5 × radius for the CZII rule;
+        the class-agnostic matching then uses each true particle's own).
     beta : float
         Beta of the F-beta score (default 4).
 
@@ -95,7 +100,13 @@ def evaluate_picks(
         class-agnostic matching, ``tolerance``, ``beta``, and ``per_class``:
         ``{class_id (str): {same keys, "name"}}`` matching within each class.
     """
-    tol_all = max(tolerance.values()) if isinstance(tolerance, dict) else float(tolerance)
+    if isinstance(tolerance, dict):
+        missing = sorted(set(truth["class_id"].astype(int)) - set(tolerance))
+        if missing:
+            raise ValueError(f"no tolerance given for true classes {missing}")
+        tol_all = truth["class_id"].map(lambda c: float(tolerance[int(c)])).to_numpy()
+    else:
+        tol_all = float(tolerance)
     matched = match_points(table_zyx(picks), table_zyx(truth), tol_all)
     result = _scores(len(matched), len(picks), len(truth), beta)
     result.update({"tolerance": tolerance if not isinstance(tolerance, dict) else {str(k): v for k, v in tolerance.items()}, "beta": beta})
@@ -104,7 +115,7 @@ def evaluate_picks(
     for c in classes:
         p = picks[picks["class_id"] == c]
         t = truth[truth["class_id"] == c]
-        tol = float(tolerance.get(c, tol_all)) if isinstance(tolerance, dict) else tol_all
+        tol = float(tolerance.get(c, 0.0)) if isinstance(tolerance, dict) else tol_all
         m = match_points(table_zyx(p), table_zyx(t), tol)
         per_class[str(c)] = _scores(len(m), len(p), len(t), beta)
         if class_names and c in class_names:
