@@ -88,6 +88,7 @@ def main():
                          val_every=2, device=args.device, progress=bar,
                          on_epoch=lambda r: print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}), flush=True))
     bar.close()
+    model.save(args.out, overwrite=True)  # saved again below with the test metrics
 
     # test: fresh simulations at the default parameters, tolerance = each particle's radius
     radius = {i + 1: s.diameter / 2 for i, s in enumerate(structures)}

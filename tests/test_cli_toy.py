@@ -52,6 +52,16 @@ def test_small_model_picks_unseen_toy_tomograms(trained, toy_dir_module, tmp_pat
         result = json.loads(capsys.readouterr().out)
         assert {"precision", "recall", "f1", "per_class"} <= set(result)
         f1.append(result["f1"])
+    # pick with an overview image and an evaluation against the truth in one call
+    png = tmp_path / "sub" / "overview.png"
+    assert main(["tomo", "pick", str(toy_dir_module / "tomo8.mrc"), "--model", str(trained), "--out", str(tmp_path / "again.csv"),
+                 "--overview", str(png), "--truth", str(toy_dir_module / "tomo8_particles.csv"), "--tolerance", "4"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["evaluation"]["f1"] == pytest.approx(f1[1], abs=1e-4)
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size[0] == 800
     print("class-agnostic F1 on tomograms 7, 8:", f1)
     assert min(f1) >= 0.8
 

@@ -83,3 +83,27 @@ def test_simulation_is_reproducible_and_classes_mapped(structures):
         z, y, x = int(row.z), int(row.y), int(row.x)
         assert row.class_id in a.class_map[max(z - 3, 0) : z + 4, max(y - 3, 0) : y + 4, max(x - 3, 0) : x + 4]
         assert row.class_name == a.class_names[row.class_id - 1]
+
+
+def test_cli_simulate_writes_tomogram_truth_and_class_map(structures, tmp_path, capsys):
+    import json
+
+    from napari_bioid.cli import main
+    from napari_bioid.engine.io import read_coordinates, read_volume
+
+    args = ["tomo", "simulate", "--out-dir", str(tmp_path), "--name", "t", "--shape", "32,64,64", "--seed", "5",
+            "--structures", str(STRUCTURES), "--vesicles", "1", "--fiducials", "2"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    # SHREC 2021 crowding: ~30.8 particles per million voxels → 4 in 32·64·64
+    assert out["particles"] == 4
+    vol = read_volume(tmp_path / "t.mrc")
+    assert vol.shape == (32, 64, 64) and vol.voxel_size == pytest.approx(10.0)
+    truth = read_coordinates(tmp_path / "t_truth.csv")
+    assert len(truth) == 4 and {"class_name", "phi", "theta", "psi"} <= set(truth.columns)
+    classes = read_volume(tmp_path / "t_classes.mrc").data
+    assert set(np.unique(classes)) - {0} <= set(truth["class_id"])
+    params = json.loads((tmp_path / "t_params.json").read_text())
+    assert params["snr"] == 0.1 and params["tilt_step_deg"] == 3.0 and params["defocus_um"] == -3.0
+    assert main(args) == 2  # refuses to overwrite
+    assert "already exists" in capsys.readouterr().err

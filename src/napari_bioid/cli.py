@@ -61,6 +61,9 @@ def _add_tomo(sub) -> None:
     pk.add_argument("--model", type=Path, default=None, help="model file; default: the shipped model")
     pk.add_argument("--star", type=Path, default=None, help="also write a RELION STAR file")
     pk.add_argument("--coords-out", type=Path, default=None, help="also write DeepETPicker 'class x y z score' text")
+    pk.add_argument("--overview", type=Path, default=None, help="also save a PNG: the central slab's projection with the picks circled")
+    pk.add_argument("--truth", type=Path, default=None, help="true centres: print precision, recall and F1 of the picks")
+    pk.add_argument("--tolerance", type=float, default=None, help="for --truth, in voxels (default: the particle radius)")
     pk.add_argument("--threshold", type=float, default=None, help="segmentation threshold (default 0.5)")
     pk.add_argument("--min-score", type=float, default=None, help="minimum pick score")
     pk.add_argument("--distance", type=float, default=None, help="pruning distance in voxels (default: particle radius + 1)")
@@ -77,7 +80,8 @@ def _add_tomo(sub) -> None:
     sm.add_argument("--no-shapes", action="store_true", help="skip the SHREC 2019 shape masks")
     sm.add_argument("--shape", type=_ints, default=[64, 160, 160], help="z,y,x voxels")
     sm.add_argument("--voxel-size", type=float, default=10.0, help="Å per voxel")
-    sm.add_argument("--particles", type=int, default=40)
+    sm.add_argument("--particles", type=int, default=None, help="number of particles (default: --crowding)")
+    sm.add_argument("--crowding", default="shrec21", help="particles per million voxels, or 'shrec21' for the SHREC 2021 layout's (~30)")
     sm.add_argument("--snr", type=float, default=0.1, help="per tilt image; 0 = noise-free")
     sm.add_argument("--tilt", type=_floats, default=[-60, 60, 3], help="min,max,step in degrees")
     sm.add_argument("--defocus", type=float, default=-3.0, help="µm, negative = underfocus")
@@ -154,18 +158,20 @@ def _tomo_train(args) -> int:
 
 
 def _tomo_pick(args) -> int:
-    from .engine.io import prepare_output, read_volume, write_coordinates
+    from .engine.io import prepare_output, read_coordinates, read_volume, write_coordinates
     from .engine.progress import TqdmProgress
-    from .engine.tomo import DEFAULT_MIN_SCORE, DEFAULT_THRESHOLD, load_picker, pick
+    from .engine.tomo import DEFAULT_MIN_SCORE, DEFAULT_THRESHOLD, evaluate_picks, load_picker, pick
     from .engine.tomo.config import default_model_path
 
-    outs = [p for p in (args.out, args.star, args.coords_out) if p is not None]
+    outs = [p for p in (args.out, args.star, args.coords_out, args.overview) if p is not None]
     for p in outs:
+        p.parent.mkdir(parents=True, exist_ok=True)
         prepare_output(p, args.overwrite)
     if len(set(map(str, outs))) != len(outs):
         raise BioidInputError("the output files must differ")
     vol = read_volume(args.tomogram)
     voxel_size = args.voxel_size or vol.voxel_size
+    truth = read_coordinates(args.truth, voxel_size, vol.shape) if args.truth else None
     model = load_picker(args.model or default_model_path(), voxel_size)
     bar = TqdmProgress("pick")
     try:
@@ -183,8 +189,19 @@ def _tomo_pick(args) -> int:
         write_coordinates(picks, args.star, voxel_size, vol.shape, overwrite=args.overwrite, tomo_name=args.tomogram.stem)
     if args.coords_out:
         write_coordinates(picks, args.coords_out, voxel_size, vol.shape, overwrite=args.overwrite)
+    radius = max(c.radius for c in model.config.classes)
+    if args.overview:
+        from .engine.tomo.overview import save_overview
+
+        save_overview(args.overview, vol.data, picks, truth, radius=radius, overwrite=args.overwrite)
     counts = picks["class_id"].value_counts().sort_index()
-    print(json.dumps({"picks": int(len(picks)), "per_class": {names[int(k)]: int(v) for k, v in counts.items()}, "out": str(args.out)}))
+    summary = {"picks": int(len(picks)), "per_class": {names[int(k)]: int(v) for k, v in counts.items()}, "out": str(args.out)}
+    if truth is not None:
+        tol = args.tolerance or float(radius)
+        ev = evaluate_picks(picks, truth, tol)
+        summary["evaluation"] = {"tolerance_voxels": tol, **{k: round(ev[k], 4) for k in ("precision", "recall", "f1")},
+                                 "tp": ev["tp"], "fp": ev["fp"], "fn": ev["fn"]}
+    print(json.dumps(summary, indent=1))
     return 0
 
 
@@ -200,7 +217,9 @@ def _tomo_simulate(args) -> int:
     from .engine.io import prepare_output, write_coordinates, write_mrc
     from .engine.io.atomic import atomic_write
     from .engine.progress import TqdmProgress
-    from .engine.tomo.simulate import SimulationParams, load_structures, params_dict, simulate_tomogram
+    import numpy as np
+
+    from .engine.tomo.simulate import SimulationParams, load_structures, params_dict, shrec21_crowding, simulate_tomogram
 
     if len(args.shape) != 3 or len(args.tilt) != 3:
         raise BioidInputError("--shape needs z,y,x and --tilt needs min,max,step")
@@ -211,9 +230,22 @@ def _tomo_simulate(args) -> int:
              (("tomo", ".mrc"), ("truth", "_truth.csv"), ("classes", "_classes.mrc"), ("params", "_params.json"))}
     for p in names.values():
         prepare_output(p, args.overwrite)
-    structures = load_structures(args.structures or default_structures_dir(), args.voxel_size, not args.no_shapes,
-                                 args.only.split(",") if args.only else None)
-    params = SimulationParams(shape_zyx=tuple(args.shape), voxel_size_A=args.voxel_size, n_particles=args.particles,
+    folder = args.structures or default_structures_dir()
+    structures = load_structures(folder, args.voxel_size, not args.no_shapes, args.only.split(",") if args.only else None)
+    n_particles = args.particles
+    if n_particles is None:
+        if args.crowding == "shrec21":
+            layout = folder / "shrec21_model_particle_locations.txt"
+            if not layout.is_file():
+                raise BioidInputError(f"{layout}: no SHREC 2021 layout to take the crowding from; give --particles or a number for --crowding")
+            per_million = shrec21_crowding(layout)
+        else:
+            try:
+                per_million = float(args.crowding)
+            except ValueError:
+                raise BioidInputError(f"--crowding must be a number or 'shrec21', got {args.crowding!r}") from None
+        n_particles = int(round(per_million * np.prod(args.shape) / 1e6))
+    params = SimulationParams(shape_zyx=tuple(args.shape), voxel_size_A=args.voxel_size, n_particles=n_particles,
                               tilt_min_deg=args.tilt[0], tilt_max_deg=args.tilt[1], tilt_step_deg=args.tilt[2],
                               snr=args.snr or None, defocus_um=args.defocus, ctf=not args.no_ctf,
                               n_vesicles=args.vesicles, n_fiducials=args.fiducials, seed=args.seed)

@@ -153,6 +153,26 @@ def load_structures(folder, voxel_size: float = 10.0, include_shapes: bool = Tru
     return out
 
 
+#: SHREC 2021 model volume (x, y, z voxels at 10 Å) that its particle layout file fills
+SHREC21_SHAPE_XYZ = (512, 512, 180)
+
+
+def shrec21_crowding(layout_file) -> float:
+    """Particles per million voxels in a SHREC 2021 particle layout (vesicles and fiducials excluded).
+
+    The bundled layout (``shrec21_model_particle_locations.txt``: name, x, y,
+    z, angles) holds 1451 particles in a 512 × 512 × 180 volume: ≈ 30 per
+    million voxels, i.e. ~49 particles in a 64 × 160 × 160 tomogram.
+    """
+    n = 0
+    with open(layout_file) as fh:
+        for line in fh:
+            parts = line.split()
+            if parts and parts[0].lower() not in ("vesicle", "fiducial"):
+                n += 1
+    return n / (np.prod(SHREC21_SHAPE_XYZ) / 1e6)
+
+
 @dataclass
 class SimulationParams:
     """Parameters of :func:`simulate_tomogram` (units in the names)."""

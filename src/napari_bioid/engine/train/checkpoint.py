@@ -9,9 +9,11 @@ The file is a plain dict saved with :func:`torch.save` and loaded with
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
+import numpy as np
 import torch
 
 from ..errors import BioidInputError
@@ -20,14 +22,29 @@ from ..io.atomic import PathLike, atomic_write
 FORMAT_VERSION = 1
 
 
+def _plain(obj: Any) -> Any:
+    """Plain Python types only (``weights_only`` loading refuses NumPy scalars)."""
+
+    def default(o):
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, (tuple, set)):
+            return list(o)
+        raise TypeError(f"cannot store {type(o).__name__} in a model file")
+
+    return json.loads(json.dumps(obj, default=default))
+
+
 def save_checkpoint(path: PathLike, kind: str, config: dict, state_dict: dict, metrics: Optional[dict] = None, overwrite: bool = False) -> Path:
     """Write a model file atomically (refuses to overwrite unless asked; keeps ``.bak``)."""
     payload = {
         "format": kind,
         "format_version": FORMAT_VERSION,
-        "config": config,
+        "config": _plain(config),
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
-        "metrics": metrics or {},
+        "metrics": _plain(metrics or {}),
     }
     with atomic_write(path, overwrite=overwrite) as tmp:
         torch.save(payload, tmp)

@@ -1,0 +1,17 @@
+"""npe2 sample data: the bundled simulated tomogram with its truth picks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample_data"
+
+
+def sample_tomogram():
+    """Image layer of ``sample_data/sample_tomogram.mrc`` and a points layer of its truth."""
+    from ._reader import read_coordinates_layer, read_tomogram_layer
+
+    image = read_tomogram_layer(SAMPLE_DIR / "sample_tomogram.mrc")
+    truth = read_coordinates_layer(SAMPLE_DIR / "sample_truth.csv")
+    truth[0][1]["name"] = "sample truth"
+    return image + truth
