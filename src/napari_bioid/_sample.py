@@ -12,6 +12,7 @@ def sample_tomogram():
     from ._reader import read_coordinates_layer, read_tomogram_layer
 
     image = read_tomogram_layer(SAMPLE_DIR / "sample_tomogram.mrc")
+    image[0][1]["metadata"]["sample"] = True  # annotations of the sample autosave to the user's folder, not the install
     truth = read_coordinates_layer(SAMPLE_DIR / "sample_truth.csv")
     truth[0][1]["name"] = "sample truth"
     return image + truth

@@ -295,7 +295,7 @@ class PickingWidget(QWidget):
         t = self.tomogram
         src = t.metadata.get("path") if t is not None else None
         stem = Path(src).stem if src else (t.name if t is not None else "annotations")
-        if src and os.access(Path(src).parent, os.W_OK):
+        if src and not t.metadata.get("sample") and os.access(Path(src).parent, os.W_OK):
             return Path(src).with_name(f"{stem}_annotations.csv")
         AUTOSAVE_DIR.mkdir(parents=True, exist_ok=True)
         return AUTOSAVE_DIR / f"{stem}_annotations.csv"
