@@ -35,11 +35,13 @@ def table_to_points(table: pd.DataFrame, voxel_size: Optional[float] = None, nam
         "scale": scale,
         "size": sizes,
         "features": pd.DataFrame({"class_id": cls, "score": score}),
-        "face_color": [class_colour(c) for c in cls] if len(cls) else "red",
-        "border_color": "white",
-        "border_width": 0.05,
-        "opacity": 0.7,
-        "out_of_slice_display": True,
+        # rings: the particle under a pick stays visible
+        "face_color": "transparent",
+        "border_color": [class_colour(c) for c in cls] if len(cls) else class_colour(1),
+        "border_width": 0.15,
+        "opacity": 0.9,
+        # with a thick slice (viewer.dims margins) each point is drawn as the cut of its sphere
+        "projection_mode": "rescale_spherical",
         "metadata": {"voxel_size": voxel_size, "bioid": "picks"},
     }
     return zyx, kwargs, "points"

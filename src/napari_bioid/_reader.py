@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from .engine.errors import BioidInputError
 from .engine.io.volumes import MRC_SUFFIXES
 
@@ -32,7 +34,13 @@ def read_tomogram_layer(path):
     vol = read_volume(path)
     vs = vol.voxel_size
     meta = dict(vol.metadata, voxel_size=vs, path=str(path))
-    return [(vol.data, {"name": path.stem, "scale": (vs or 1.0,) * 3, "metadata": meta, "colormap": "gray"}, "image")]
+    # contrast from the 0.5–99.5 percentiles of a strided subsample (cheap on memory-mapped tomograms)
+    step = max(1, int(round((vol.data.size / 2e6) ** (1 / 3))))
+    lo, hi = np.percentile(np.asarray(vol.data[::step, ::step, ::step], dtype=np.float32), [0.5, 99.5])
+    kwargs = {"name": path.stem, "scale": (vs or 1.0,) * 3, "metadata": meta, "colormap": "gray"}
+    if hi > lo:
+        kwargs["contrast_limits"] = (float(lo), float(hi))
+    return [(vol.data, kwargs, "image")]
 
 
 def read_coordinates_layer(path):

@@ -58,6 +58,7 @@ class LossPlot(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.canvas)
+        self.setMinimumHeight(150)
         self.records = []
         self.redraw()
 
@@ -289,6 +290,18 @@ class PickingWidget(QWidget):
         vs = self.voxel_size
         self.voxel_label.setText(f"{vs:g} Å" if vs else "unknown (coordinates in voxels only)")
 
+    def _show_spheres(self, diameter: float):
+        """Thicken the z slice so particles appear as the cut of their sphere near the slice."""
+        t = self.tomogram
+        if t is None or t.ndim != 3:
+            return
+        axis = self.viewer.dims.ndim - 3
+        half = diameter / 2 * float(t.scale[0])
+        left, right = list(self.viewer.dims.margin_left), list(self.viewer.dims.margin_right)
+        if left[axis] < half or right[axis] < half:
+            left[axis] = right[axis] = half
+            self.viewer.dims.margin_left, self.viewer.dims.margin_right = tuple(left), tuple(right)
+
     # ---------------------------------------------------------------- annotate
     def sidecar_path(self) -> Path:
         """Where annotations of the current tomogram are autosaved."""
@@ -324,8 +337,9 @@ class PickingWidget(QWidget):
         layer.feature_defaults["class_id"] = self.class_spin.value()
         layer.feature_defaults["score"] = np.nan
         layer.current_size = self.diameter_spin.value()
-        layer.current_face_color = class_colour(self.class_spin.value())
+        layer.current_border_color = class_colour(self.class_spin.value())
         self.annotations = layer
+        self._show_spheres(max(self._diameter_map(points_to_table(layer.data, layer.features)).values()))
         self.viewer.layers.selection.active = layer
         layer.mode = "add"
         self.autosave_label.setText(f"autosaved to {self.sidecar_path()}")
@@ -340,7 +354,7 @@ class PickingWidget(QWidget):
         self.diameter_spin.blockSignals(False)
         if self.annotations is not None:
             self.annotations.feature_defaults["class_id"] = value
-            self.annotations.current_face_color = class_colour(value)
+            self.annotations.current_border_color = class_colour(value)
             self.annotations.current_size = self.diameter_spin.value()
 
     def _diameter_changed(self, value: float):
@@ -360,7 +374,7 @@ class PickingWidget(QWidget):
             cls = layer.features["class_id"].to_numpy()
             colours = [class_colour(int(c)) for c in cls]
             with layer.events.data.blocker():
-                layer.face_color = colours
+                layer.border_color = colours
         self._autosave_timer.start()
 
     def autosave(self):
@@ -544,9 +558,10 @@ class PickingWidget(QWidget):
             layer.features = kw["features"]
             layer.size = kw["size"] if len(data) else layer.size
             if len(data):
-                layer.face_color = kw["face_color"]
+                layer.border_color = kw["border_color"]
         else:
             self.picks_layer = self.viewer.add_points(data, ndim=3, **kw)
+        self._show_spheres(max(diameters.values()))
         names = {c.class_id: c.name for c in self.result.model.config.classes}
         counts = table["class_id"].value_counts().sort_index()
         self.count_label.setText(f"{len(table)} picks" + (": " + ", ".join(f"{names.get(int(k), k)} {v}" for k, v in counts.items()) if len(counts) > 1 else ""))
