@@ -32,6 +32,20 @@ from ._worker import Relay, run_in_worker
 AUTOSAVE_DIR = Path.home() / ".napari-bioid" / "autosave"
 
 
+def _spin(lo, hi, value, step=None, suffix="", special="", decimals=None):
+    """A QSpinBox (int bounds) or QDoubleSpinBox (float bounds) set up in one call."""
+    box = QDoubleSpinBox() if isinstance(lo, float) or isinstance(value, float) else QSpinBox()
+    if decimals is not None:
+        box.setDecimals(decimals)
+    box.setRange(lo, hi)
+    if step is not None:
+        box.setSingleStep(step)
+    box.setSuffix(suffix)
+    box.setSpecialValueText(special)
+    box.setValue(value)
+    return box
+
+
 def _notify_error(exc) -> None:
     from napari.utils.notifications import show_error
 
@@ -126,13 +140,9 @@ class PickingWidget(QWidget):
 
         box = QGroupBox("Annotate")
         f = QFormLayout(box)
-        self.class_spin = QSpinBox()
-        self.class_spin.setRange(1, 255)
+        self.class_spin = _spin(1, 255, 1)
         self.class_spin.valueChanged.connect(self._class_changed)
-        self.diameter_spin = QDoubleSpinBox()
-        self.diameter_spin.setRange(1, 200)
-        self.diameter_spin.setValue(11)
-        self.diameter_spin.setSuffix(" vox")
+        self.diameter_spin = _spin(1.0, 200.0, 11.0, suffix=" vox")
         self.diameter_spin.valueChanged.connect(self._diameter_changed)
         self.annotate_btn = QPushButton("Annotate (new or restored points layer)")
         self.annotate_btn.clicked.connect(self.start_annotation)
@@ -148,10 +158,7 @@ class PickingWidget(QWidget):
         f = QFormLayout(box)
         self.shape_combo = QComboBox()
         self.shape_combo.addItems(["sphere", "gaussian", "cube"])
-        self.radius_spin = QSpinBox()
-        self.radius_spin.setRange(0, 50)
-        self.radius_spin.setSpecialValueText("from diameter")
-        self.radius_spin.setValue(0)
+        self.radius_spin = _spin(0, 50, 0, special="from diameter")
         self.preview_btn = QPushButton("Preview weak labels")
         self.preview_btn.clicked.connect(self.preview_labels)
         f.addRow("shape", self.shape_combo)
@@ -161,21 +168,10 @@ class PickingWidget(QWidget):
 
         box = QGroupBox("Train")
         f = QFormLayout(box)
-        self.epochs_spin = QSpinBox()
-        self.epochs_spin.setRange(1, 1000)
-        self.epochs_spin.setValue(20)
-        self.block_spin = QSpinBox()
-        self.block_spin.setRange(16, 256)
-        self.block_spin.setSingleStep(8)
-        self.block_spin.setValue(40)
-        self.pad_spin = QSpinBox()
-        self.pad_spin.setRange(0, 64)
-        self.pad_spin.setValue(6)
-        self.lr_spin = QDoubleSpinBox()
-        self.lr_spin.setDecimals(5)
-        self.lr_spin.setRange(1e-5, 1e-1)
-        self.lr_spin.setSingleStep(1e-4)
-        self.lr_spin.setValue(2e-3)
+        self.epochs_spin = _spin(1, 1000, 20)
+        self.block_spin = _spin(16, 256, 40, step=8)
+        self.pad_spin = _spin(0, 64, 6)
+        self.lr_spin = _spin(1e-5, 1e-1, 2e-3, step=1e-4, decimals=5)
         self.net_combo = QComboBox()
         self.net_combo.addItems(["small (8, 16, 32): CPU", "full (24, 48, 72, 108): GPU"])
         self.model_out = QLineEdit(str(Path.home() / "napari-bioid-picker.pt"))
@@ -202,10 +198,7 @@ class PickingWidget(QWidget):
         row = QHBoxLayout()
         row.addWidget(self.model_in)
         row.addWidget(browse)
-        self.threshold_spin = QDoubleSpinBox()
-        self.threshold_spin.setRange(0.01, 0.99)
-        self.threshold_spin.setSingleStep(0.05)
-        self.threshold_spin.setValue(0.5)
+        self.threshold_spin = _spin(0.01, 0.99, 0.5, step=0.05)
         self.score_slider = QSlider(Qt.Horizontal)
         self.score_slider.setRange(0, 100)
         self.score_slider.setValue(20)
@@ -214,11 +207,7 @@ class PickingWidget(QWidget):
         srow = QHBoxLayout()
         srow.addWidget(self.score_slider)
         srow.addWidget(self.score_label)
-        self.distance_spin = QDoubleSpinBox()
-        self.distance_spin.setRange(0, 200)
-        self.distance_spin.setSpecialValueText("radius + 1")
-        self.distance_spin.setSuffix(" vox")
-        self.distance_spin.setValue(0)
+        self.distance_spin = _spin(0.0, 200.0, 0.0, suffix=" vox", special="radius + 1")
         self.distance_spin.valueChanged.connect(self._refilter)
         self.pick_btn = QPushButton("Pick")
         self.pick_btn.clicked.connect(self.pick)
