@@ -72,3 +72,19 @@ def test_resnet_family_shapes(depth, features):
     if depth == 101:
         full = resnet(101)
         assert full.fc.in_features == 2048 and sum(p.numel() for p in full.parameters()) > 40e6
+
+
+def test_crops_split_by_case_and_classifier_input():
+    from napari_bioid.engine.karyo.data import MEAN, STD, list_crops, read_crop, split_by_case, to_classifier_input
+
+    if not CROPS.is_dir():
+        pytest.skip(f"chromosome crops not found at {CROPS}")
+    crops = list_crops(CROPS)
+    assert len(crops) > 20000 and {"1", "22", "X"} <= {c.chromosome for c in crops}
+    train, test = split_by_case(crops, 0.3, seed=0)
+    assert len(train) + len(test) == len(crops)
+    assert not ({c.case for c in train} & {c.case for c in test})  # never the same karyogram on both sides
+    assert 0.2 < len(test) / len(crops) < 0.4
+    x = to_classifier_input(read_crop(crops[0].path), 224)
+    assert x.shape == (3, 224, 224) and x.dtype == np.float32
+    assert x[:, 0, 0] == pytest.approx((1.0 - MEAN) / STD)  # white background corner

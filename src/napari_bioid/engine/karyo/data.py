@@ -1,0 +1,87 @@
+"""Chromosome crop collections: listing by case, case-wise splits, classifier input.
+
+Layout of ``../shared/data/chromosomes/karyogram_crops``: one folder per
+karyogram case, one sub-folder per chromosome class (1..22, 23 = X, 24 = Y),
+crops as TIFF on white, each standing with its short (p) arm up. A crop's
+180° rotation is the "down" example. Splits are always by case, never by crop,
+so no karyogram contributes to both sides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import BioidInputError
+from .rotate import to_grey
+
+#: normalisation of the reference polarity classifier (METHODS.md §2), per channel
+MEAN, STD = 0.772, 0.245
+
+
+@dataclass(frozen=True)
+class Crop:
+    path: Path
+    case: str
+    chromosome: str  # "1".."22", "X", "Y" (folder 23/24), or the folder name
+
+
+def _chromosome_name(folder: str) -> str:
+    return {"23": "X", "24": "Y"}.get(folder, folder)
+
+
+def list_crops(root, suffixes: Sequence[str] = (".tif", ".tiff", ".png", ".jpg")) -> List[Crop]:
+    """All crops under ``root/<case>/<class>/``, sorted.
+
+    Raises
+    ------
+    BioidInputError
+        ``root`` is missing or holds no crops.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise BioidInputError(f"{root}: no such folder")
+    crops = [Crop(p, p.parent.parent.name, _chromosome_name(p.parent.name))
+             for p in sorted(root.glob("*/*/*")) if p.suffix.lower() in suffixes]
+    if not crops:
+        raise BioidInputError(f"{root}: no crops found (expected <case>/<class>/<image>)")
+    return crops
+
+
+def split_by_case(crops: Sequence[Crop], test_fraction: float = 0.3, seed: int = 0) -> Tuple[List[Crop], List[Crop]]:
+    """Random case-wise split (the reference's 7:3), reproducible from ``seed``."""
+    cases = sorted({c.case for c in crops})
+    rng = np.random.default_rng(seed)
+    test_cases = set(rng.choice(cases, size=max(1, int(round(test_fraction * len(cases)))), replace=False))
+    return [c for c in crops if c.case not in test_cases], [c for c in crops if c.case in test_cases]
+
+
+def read_crop(path) -> np.ndarray:
+    """A crop as grey uint8 (H, W). Uses Pillow (LZW-compressed TIFFs need no extra codec)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return to_grey(np.asarray(im.convert("L")))
+    except Exception as exc:
+        raise BioidInputError(f"{path}: not a readable image ({exc})") from exc
+
+
+def to_classifier_input(upright: np.ndarray, size: int = 224) -> np.ndarray:
+    """Pad an upright grey crop to a white square (centred), resize to ``size``², normalise.
+
+    Returns float32 (3, size, size): grey replicated to 3 channels, (v/255 − 0.772) / 0.245.
+    """
+    from skimage.transform import resize
+
+    grey = to_grey(upright)
+    h, w = grey.shape
+    n = max(h, w)
+    square = np.full((n, n), 255, np.uint8)
+    square[(n - h) // 2 : (n - h) // 2 + h, (n - w) // 2 : (n - w) // 2 + w] = grey
+    small = resize(square.astype(np.float32) / 255.0, (size, size), order=1, mode="edge", anti_aliasing=n > size, preserve_range=True)
+    x = ((small - MEAN) / STD).astype(np.float32)
+    return np.repeat(x[None], 3, axis=0)
