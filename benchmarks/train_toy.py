@@ -19,11 +19,11 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 
 from napari_bioid.engine.io import read_coordinates, read_volume
 from napari_bioid.engine.progress import TqdmProgress
 from napari_bioid.engine.tomo import ParticleClass, PickerConfig, evaluate_picks, pick, train_picker
+from napari_bioid.engine.tomo.evaluate import pool_tomograms
 
 SHARED = Path(os.environ.get("BIOID_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 TOY = SHARED / "data" / "cryoet" / "deepfinder_toy"
@@ -67,18 +67,9 @@ def main():
     train_s = time.perf_counter() - t0
     if args.out:
         model.save(args.out, overwrite=True)
-    picks, truth = [], []
-    for i, (v, t) in enumerate(zip(vols[6:], tabs[6:])):
-        p = pick(v.data, model, device=args.device).picks
-        # one table for both test tomograms: offset the second one far away so no pick can match across tomograms
-        p[["x", "y", "z"]] += 1000 * i
-        t = t.copy()
-        t[["x", "y", "z"]] += 1000 * i
-        picks.append(p)
-        truth.append(t)
-    import pandas as pd
-
-    picks, truth = pd.concat(picks, ignore_index=True), pd.concat(truth, ignore_index=True)
+    # one pooled table for both test tomograms (counts summed over them)
+    picks = pool_tomograms([pick(v.data, model, device=args.device).picks for v in vols[6:]])
+    truth = pool_tomograms(tabs[6:])
     ev = evaluate_picks(picks, truth, 4.0)
     czii = evaluate_picks(picks, truth, {c.class_id: 0.5 * c.radius for c in classes})
     tp_cls = sum(c["tp"] for c in ev["per_class"].values())

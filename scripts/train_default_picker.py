@@ -25,12 +25,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from napari_bioid.cli import default_structures_dir
 from napari_bioid.engine.io import read_coordinates, read_volume
 from napari_bioid.engine.progress import TqdmProgress
 from napari_bioid.engine.tomo import ParticleClass, PickerConfig, evaluate_picks, pick, train_picker
+from napari_bioid.engine.tomo.evaluate import pool_tomograms
 from napari_bioid.engine.tomo.simulate import SimulationParams, load_structures, simulate_tomogram
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,16 +93,8 @@ def main():
     # test: fresh simulations at the default parameters, tolerance = each particle's radius
     radius = {i + 1: s.diameter / 2 for i, s in enumerate(structures)}
     sims = [simulated(structures, seed) for seed in (9001, 9002)]
-    picks, truth = [], []
-    for k, sim in enumerate(sims):
-        p = pick(sim.tomogram, model, device=args.device).picks
-        t = sim.truth.copy()
-        # pool the tomograms into one table; offsets keep picks from matching across tomograms
-        p[["x", "y", "z"]] += 1000 * k
-        t[["x", "y", "z"]] += 1000 * k
-        picks.append(p)
-        truth.append(t)
-    picks, truth = pd.concat(picks, ignore_index=True), pd.concat(truth, ignore_index=True)
+    picks = pool_tomograms([pick(sim.tomogram, model, device=args.device).picks for sim in sims])
+    truth = pool_tomograms([sim.truth for sim in sims])
     ev = evaluate_picks(picks, truth, radius)
     # per-class recall: which true particles of each structure were found (class-agnostic picks)
     from napari_bioid.engine.tomo import match_points

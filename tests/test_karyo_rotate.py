@@ -1,7 +1,6 @@
 """Upright rotation of chromosome crops and the ResNet family."""
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest

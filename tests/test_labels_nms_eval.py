@@ -1,5 +1,4 @@
 import numpy as np
-import pandas as pd
 import pytest
 
 from napari_bioid.engine.io.coords import make_table
@@ -108,3 +107,15 @@ def test_per_class_tolerance_applies_to_each_true_particle():
     ev = evaluate_picks(picks, truth, tolerance={1: 3.0, 2: 5.0})
     assert ev["tp"] == 1  # 4 voxels off: outside class 1's tolerance, inside class 2's
     assert ev["per_class"]["2"]["tp"] == 0  # the class-aware matching needs the right class
+
+
+def test_pooled_evaluation_sums_the_tomograms():
+    from napari_bioid.engine.tomo.evaluate import pool_tomograms
+
+    truth = [make_table([[10, 10, 10], [20, 20, 20]]), make_table([[10, 10, 10]])]
+    # tomogram 2's pick sits on tomogram 1's second particle: it must not match across tomograms
+    picks = [make_table([[10, 10, 11]]), make_table([[20, 20, 20], [10, 10, 10]])]
+    ev = evaluate_picks(pool_tomograms(picks), pool_tomograms(truth), 2.0)
+    singles = [evaluate_picks(p, t, 2.0) for p, t in zip(picks, truth)]
+    assert ev["tp"] == sum(s["tp"] for s in singles) == 2
+    assert (ev["n_pred"], ev["n_true"]) == (3, 3)

@@ -545,8 +545,8 @@ class PickingWidget(QWidget):
             layer = self.picks_layer
             layer.data = data
             layer.features = kw["features"]
-            layer.size = kw["size"] if len(data) else layer.size
             if len(data):
+                layer.size = kw["size"]
                 layer.border_color = kw["border_color"]
         else:
             self.picks_layer = self.viewer.add_points(data, ndim=3, **kw)

@@ -9,7 +9,7 @@ variants keep the same depth.
 
 from __future__ import annotations
 
-from typing import List, Sequence, Type, Union
+from typing import List, Type, Union
 
 import torch
 from torch import nn

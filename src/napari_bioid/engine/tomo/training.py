@@ -23,7 +23,7 @@ from ..nn.losses import soft_dice_loss
 from ..progress import ProgressCallback, check_cancel, report
 from ..train.optim import make_adamw_onecycle, pick_device, seed_everything
 from .config import PickerConfig, PickerModel
-from .evaluate import evaluate_picks
+from .evaluate import evaluate_picks, pool_tomograms
 from .labels import make_weak_labels
 from .pick import pick
 from .preprocess import Normalizer
@@ -56,14 +56,10 @@ def validation_f1(model: PickerModel, tomograms, tables, tolerance=None, batch_s
     "precision", "recall"}`` (micro-averaged: counts summed over tomograms).
     """
     tol = tolerance if tolerance is not None else {c.class_id: float(c.radius) for c in model.config.classes}
-    tp = n_pred = n_true = tp_any = 0
-    for vol, tab in zip(tomograms, tables):
-        res = pick(_as_array(vol), model, batch_size=batch_size, device=device, cancel=cancel)
-        ev = evaluate_picks(res.picks, tab, tol)
-        tp += sum(c["tp"] for c in ev["per_class"].values())
-        tp_any += ev["tp"]
-        n_pred += ev["n_pred"]
-        n_true += ev["n_true"]
+    picks = [pick(_as_array(vol), model, batch_size=batch_size, device=device, cancel=cancel).picks for vol in tomograms]
+    ev = evaluate_picks(pool_tomograms(picks), pool_tomograms(tables), tol)
+    tp = sum(c["tp"] for c in ev["per_class"].values())
+    tp_any, n_pred, n_true = ev["tp"], ev["n_pred"], ev["n_true"]
 
     def f(t):
         return 2 * t / (n_pred + n_true) if n_pred + n_true else 0.0
