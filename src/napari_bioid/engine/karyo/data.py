@@ -70,18 +70,31 @@ def read_crop(path) -> np.ndarray:
         raise BioidInputError(f"{path}: not a readable image ({exc})") from exc
 
 
-def to_classifier_input(upright: np.ndarray, size: int = 224) -> np.ndarray:
-    """Pad an upright grey crop to a white square (centred), resize to ``size``², normalise.
+def to_square(upright: np.ndarray, size: int = 224) -> np.ndarray:
+    """Pad a grey crop to a white square (centred) and resize it to ``size``² (uint8, bilinear).
 
-    Returns float32 (3, size, size): grey replicated to 3 channels, (v/255 − 0.772) / 0.245.
+    The reference feeds the classifier 224 × 224 squares; padding keeps the
+    chromosome's aspect ratio. Pillow's resampling (area-filtered when
+    shrinking) is used for speed.
     """
-    from skimage.transform import resize
+    from PIL import Image
 
     grey = to_grey(upright)
     h, w = grey.shape
     n = max(h, w)
     square = np.full((n, n), 255, np.uint8)
     square[(n - h) // 2 : (n - h) // 2 + h, (n - w) // 2 : (n - w) // 2 + w] = grey
-    small = resize(square.astype(np.float32) / 255.0, (size, size), order=1, mode="edge", anti_aliasing=n > size, preserve_range=True)
-    x = ((small - MEAN) / STD).astype(np.float32)
+    if n == size:
+        return square
+    return np.asarray(Image.fromarray(square).resize((size, size), Image.BILINEAR, reducing_gap=None))
+
+
+def normalise(square: np.ndarray, mean: float = MEAN, std: float = STD) -> np.ndarray:
+    """float32 (3, H, W) from uint8 (H, W): (v/255 − mean) / std, grey replicated to 3 channels."""
+    x = ((np.asarray(square, np.float32) / 255.0 - mean) / std).astype(np.float32)
     return np.repeat(x[None], 3, axis=0)
+
+
+def to_classifier_input(upright: np.ndarray, size: int = 224, mean: float = MEAN, std: float = STD) -> np.ndarray:
+    """Classifier input of one upright crop: float32 (3, size, size), see :func:`to_square`, :func:`normalise`."""
+    return normalise(to_square(upright, size), mean, std)

@@ -1,0 +1,136 @@
+"""Polarity classifier: is the short (p) arm of an upright chromosome up or down?
+
+METHODS.md §2 (after the reference of the karyotyping pipeline): a ResNet
+(He et al., CVPR 2016; the reference uses ResNet-101, 2048 → 2) on the
+upright crop padded to a white square and resized to 224 × 224, grey
+replicated to 3 channels, normalised with mean 0.772 / std 0.245; class 0 =
+"down" (short arm down), class 1 = "up".
+
+A model file (``.pt``, written with :func:`save_polarity_model`) carries the
+weights, the architecture (depth, width), the input size and normalisation and
+the metrics it reached, so a file is all that is needed to use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import BioidInputError
+from ..io.atomic import PathLike
+from ..nn.resnet import resnet
+from ..progress import ProgressCallback, check_cancel, report
+from ..train.checkpoint import load_checkpoint, save_checkpoint
+from .data import MEAN, STD, to_square
+
+MODEL_KIND = "napari-bioid/karyo-polarity"
+DEFAULT_MODEL_NAME = "karyo_polarity_default.pt"
+#: class indices of the reference classifier
+DOWN, UP = 0, 1
+
+
+def default_model_path() -> Path:
+    """Path of the polarity model shipped in the package.
+
+    Raises
+    ------
+    BioidInputError
+        No default model is installed (train one with ``bioid karyo train``).
+    """
+    path = Path(__file__).resolve().parents[2] / "models" / DEFAULT_MODEL_NAME
+    if not path.is_file():
+        raise BioidInputError(f"no default polarity model at {path}; pass a model file (train one with `bioid karyo train`)")
+    return path
+
+
+@dataclass
+class PolarityModel:
+    """A polarity network plus what is needed to feed it.
+
+    ``depth`` ∈ {18, 34, 50, 101}; ``width`` = channels of the first stage (64
+    in the paper); ``size`` = square input side in pixels.
+    """
+
+    depth: int = 18
+    width: int = 16
+    size: int = 224
+    mean: float = MEAN
+    std: float = STD
+    metrics: Dict[str, Any] = field(default_factory=dict)
+    net: Optional[torch.nn.Module] = None
+
+    def __post_init__(self):
+        if self.net is None:
+            self.net = resnet(self.depth, num_classes=2, width=self.width, in_channels=3)
+
+    def config(self) -> dict:
+        return {"depth": self.depth, "width": self.width, "size": self.size, "mean": self.mean, "std": self.std,
+                "classes": {"0": "down", "1": "up"}}
+
+    def normalise(self, squares: torch.Tensor) -> torch.Tensor:
+        """(B, size, size) uint8 squares → (B, 3, size, size) float32 network input."""
+        x = (squares.float() / 255.0 - self.mean) / self.std
+        return x[:, None].expand(-1, 3, -1, -1)
+
+    @torch.no_grad()
+    def p_up_squares(self, squares: np.ndarray, batch_size: int = 64, progress: Optional[ProgressCallback] = None,
+                     cancel: Any = None, device: Optional[str] = None) -> np.ndarray:
+        """Like :meth:`p_up` for crops already padded and resized by :func:`~.data.to_square`.
+
+        ``squares``: uint8 (N, size, size). Returns float64 (N,).
+        """
+        squares = np.asarray(squares)
+        if squares.ndim != 3 or squares.shape[1:] != (self.size, self.size):
+            raise BioidInputError(f"expected (N, {self.size}, {self.size}) squares, got {squares.shape}")
+        dev = torch.device(device or "cpu")
+        net = self.net.to(dev).eval()
+        out = np.zeros(len(squares))
+        for i in range(0, len(squares), batch_size):
+            check_cancel(cancel)
+            x = self.normalise(torch.from_numpy(np.ascontiguousarray(squares[i : i + batch_size])).to(dev))
+            out[i : i + len(x)] = torch.softmax(net(x), dim=1)[:, UP].double().cpu().numpy()
+            report(progress, min(i + batch_size, len(squares)), len(squares), "classifying polarity")
+        return out
+
+    @torch.no_grad()
+    def p_up(self, uprights: Sequence[np.ndarray], batch_size: int = 64, progress: Optional[ProgressCallback] = None,
+             cancel: Any = None, device: Optional[str] = None) -> np.ndarray:
+        """Probability (float64, shape (N,)) that each upright crop has its short arm up.
+
+        ``uprights``: grey or RGB uint8 crops on white, already made vertical
+        (:func:`~napari_bioid.engine.karyo.rotate.make_upright`).
+        """
+        if len(uprights) == 0:
+            return np.zeros(0)
+        squares = np.stack([to_square(u, self.size) for u in uprights])
+        return self.p_up_squares(squares, batch_size, progress, cancel, device)
+
+
+def save_polarity_model(model: PolarityModel, path: PathLike, overwrite: bool = False) -> Path:
+    """Write ``model`` (weights, architecture, input spec, metrics) atomically to ``path``."""
+    return save_checkpoint(path, MODEL_KIND, model.config(), model.net.state_dict(), model.metrics, overwrite=overwrite)
+
+
+def load_polarity_model(path: Optional[PathLike] = None) -> PolarityModel:
+    """Read a polarity model file; ``None`` loads the shipped default.
+
+    Raises
+    ------
+    BioidInputError
+        Missing or unreadable file, or a file that is not a polarity model.
+    """
+    path = default_model_path() if path is None else Path(path)
+    payload = load_checkpoint(path, MODEL_KIND)
+    cfg = payload["config"]
+    model = PolarityModel(int(cfg["depth"]), int(cfg["width"]), int(cfg["size"]), float(cfg["mean"]), float(cfg["std"]),
+                          metrics=payload.get("metrics", {}))
+    try:
+        model.net.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise BioidInputError(f"{path}: weights do not match the stored architecture ({exc})") from exc
+    model.net.eval()
+    return model

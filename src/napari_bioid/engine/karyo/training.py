@@ -1,0 +1,237 @@
+"""Training and evaluating the polarity classifier on what the whole chain produces.
+
+Crops reach the classifier at any angle: the chain first turns them upright
+(:func:`~.rotate.upright_angle`), which leaves the short arm up or down
+depending on the input angle, with the small residual tilt of the
+projection-width search. So training examples are made exactly like that:
+each crop (cut standing with its p-arm up) is rotated by a random angle θ,
+made upright by the chain, and labelled "up" when the total rotation θ + a
+(input → chain output) keeps the p-arm up, i.e. cos(θ + a) > 0.
+
+Examples are stored canonically (p-arm up, uint8 squares of the input size);
+training draws the class at random per example and turns "down" ones by 180°,
+plus the reference's horizontal flip with p = 0.5. Evaluation feeds each
+held-out crop once, at its random angle, through the whole chain.
+
+Recipe (METHODS.md §2, the reference): SGD momentum 0.9, weight decay 5e-4,
+lr 0.01, batch 32, lr × 0.1 at 60 % and 90 % of the epochs, cross-entropy.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import BioidInputError
+from ..progress import ProgressCallback, check_cancel, report
+from ..train.optim import pick_device, seed_everything
+from .data import Crop, read_crop, to_square
+from .polarity import DOWN, UP, PolarityModel
+from .rotate import rotate_image, upright_angle
+
+
+@dataclass
+class ChainSet:
+    """Chain outputs of a crop collection, ``variants`` random angles per crop.
+
+    ``squares``: uint8 (N, S, S), p-arm up (canonical); ``up``: bool (N,), the
+    orientation the chain itself left the crop in (the evaluation label);
+    ``crop``: int (N,) index into ``crops``; rows of one crop are contiguous.
+    """
+
+    squares: np.ndarray
+    up: np.ndarray
+    crop: np.ndarray
+    crops: List[Crop]
+    variants: int
+
+    def __len__(self) -> int:
+        return len(self.squares)
+
+    @property
+    def chromosome(self) -> np.ndarray:
+        return np.array([self.crops[i].chromosome for i in self.crop])
+
+    def subset(self, crop_mask: np.ndarray) -> "ChainSet":
+        keep = np.flatnonzero(np.asarray(crop_mask))
+        rows = np.flatnonzero(np.isin(self.crop, keep))
+        remap = -np.ones(len(self.crops), int)
+        remap[keep] = np.arange(len(keep))
+        return ChainSet(self.squares[rows], self.up[rows], remap[self.crop[rows]], [self.crops[i] for i in keep], self.variants)
+
+
+def chain_example(image: np.ndarray, theta: float, size: int):
+    """One crop through the chain at input angle ``theta`` (degrees, counter-clockwise).
+
+    Returns ``(square, up, upright_angle)``: the chain's upright output turned
+    p-arm up and resized to a uint8 ``size``² square, whether the chain left
+    it up, and the upright angle it found.
+    """
+    rotated = rotate_image(image, theta)
+    a = upright_angle(rotated)
+    up = bool(np.cos(np.deg2rad(theta + a)) > 0)
+    upright = rotate_image(rotated, a)
+    canonical = upright if up else upright[::-1, ::-1]
+    return to_square(canonical, size), up, a
+
+
+def _chunk(args):
+    paths, thetas, size = args
+    out = []
+    for path, th in zip(paths, thetas):
+        img = read_crop(path)
+        out.extend(chain_example(img, t, size)[:2] for t in th)
+    return out
+
+
+def build_chain_set(crops: Sequence[Crop], size: int = 224, variants: int = 1, seed: int = 0, workers: int = 1,
+                    progress: Optional[ProgressCallback] = None, cancel: Any = None) -> ChainSet:
+    """Read every crop and run it through the chain at ``variants`` random angles in [0°, 360°).
+
+    Memory: N · variants · size² bytes (22,500 crops at 224² ≈ 1.1 GB per variant).
+    ``workers`` > 1 uses that many processes.
+
+    Raises
+    ------
+    BioidInputError
+        No crops, or an unreadable crop.
+    """
+    crops = list(crops)
+    if not crops:
+        raise BioidInputError("no crops to build a training set from")
+    rng = np.random.default_rng(seed)
+    thetas = rng.uniform(0.0, 360.0, size=(len(crops), variants))
+    squares = np.empty((len(crops) * variants, size, size), np.uint8)
+    up = np.empty(len(crops) * variants, bool)
+    step = 256
+    jobs = [([c.path for c in crops[i : i + step]], thetas[i : i + step], size) for i in range(0, len(crops), step)]
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    try:
+        results = pool.map(_chunk, jobs) if pool else map(_chunk, jobs)
+        row = 0
+        for res in results:
+            check_cancel(cancel)
+            for sq, u in res:
+                squares[row], up[row] = sq, u
+                row += 1
+            report(progress, row, len(squares), "running crops through the chain")
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+    return ChainSet(squares, up, np.repeat(np.arange(len(crops)), variants), crops, variants)
+
+
+def evaluate_polarity(model: PolarityModel, data: ChainSet, batch_size: int = 128, device: Optional[str] = None,
+                      progress: Optional[ProgressCallback] = None, cancel: Any = None) -> Dict[str, Any]:
+    """Polarity accuracy of ``model`` on chain outputs, overall and per chromosome class.
+
+    Each row is fed as the chain left it (p-arm up if ``data.up`` else turned
+    180°). "Positive" = up, as in the reference's TP/FP/TN/FN. Returns a
+    JSON-ready dict: ``accuracy``, ``n``, ``tp``, ``fp``, ``tn``, ``fn``,
+    ``per_chromosome`` {name: {"n", "accuracy"}}, ``weakest`` (the three
+    classes with the lowest accuracy).
+    """
+    x = data.squares.copy()
+    x[~data.up] = x[~data.up, ::-1, ::-1]
+    p = model.p_up_squares(x, batch_size, progress, cancel, device)
+    pred, truth = p >= 0.5, data.up
+    tp, fp = int(np.sum(pred & truth)), int(np.sum(pred & ~truth))
+    tn, fn = int(np.sum(~pred & ~truth)), int(np.sum(~pred & truth))
+    chrom = data.chromosome
+    per = {}
+    for name in sorted(set(chrom), key=lambda c: (len(c), c)):
+        m = chrom == name
+        per[name] = {"n": int(m.sum()), "accuracy": float(np.mean(pred[m] == truth[m]))}
+    weakest = sorted(per, key=lambda c: per[c]["accuracy"])[:3]
+    return {"accuracy": float(np.mean(pred == truth)), "n": int(len(pred)), "tp": tp, "fp": fp, "tn": tn, "fn": fn,
+            "per_chromosome": per, "weakest": weakest}
+
+
+def train_polarity(train: ChainSet, val: Optional[ChainSet] = None, depth: int = 18, width: int = 16, epochs: int = 30,
+                   batch_size: int = 32, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4,
+                   milestones: Sequence[float] = (0.6, 0.9), seed: int = 0, device: Optional[str] = None,
+                   progress: Optional[ProgressCallback] = None, cancel: Any = None,
+                   on_epoch: Optional[Callable[[dict], None]] = None) -> PolarityModel:
+    """Train a polarity ResNet with the reference recipe on chain outputs.
+
+    Each epoch visits every training crop once, at one of its ``variants``
+    angles; the class is drawn at random (p = 0.5) and "down" examples are
+    turned 180°; horizontal flip with p = 0.5. With ``val``, the weights of
+    the epoch with the best validation accuracy are kept (``val`` should hold
+    whole cases that are neither training nor test cases). ``on_epoch``
+    receives ``{"epoch", "loss", "train_accuracy", "val_accuracy", "lr", "seconds"}``.
+
+    Returns a :class:`PolarityModel` whose ``metrics`` hold the history and the
+    validation accuracy.
+
+    Raises
+    ------
+    BioidInputError
+        Empty training set or squares of inconsistent size.
+    Cancelled
+        ``cancel`` was set.
+    """
+    if len(train) == 0:
+        raise BioidInputError("empty training set")
+    size = train.squares.shape[1]
+    rng = seed_everything(seed)
+    dev = pick_device(device)
+    model = PolarityModel(depth, width, size)
+    net = model.net.to(dev)
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    steps = [max(1, int(round(m * epochs))) for m in milestones]
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=0.1)
+    n_crops, k = len(train.crops), train.variants
+    per_epoch = int(np.ceil(n_crops / batch_size))
+    history: List[dict] = []
+    best_acc, best_state = -1.0, None
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        net.train()
+        order = rng.permutation(n_crops) * k + rng.integers(0, k, n_crops)
+        losses, correct = [], 0
+        for b in range(per_epoch):
+            check_cancel(cancel)
+            rows = np.sort(order[b * batch_size : (b + 1) * batch_size])
+            sq = torch.from_numpy(train.squares[rows]).to(dev)
+            y = torch.from_numpy(rng.random(len(rows)) < 0.5).to(dev)  # True = up
+            flip_hw = torch.from_numpy(rng.random(len(rows)) < 0.5).to(dev)
+            sq = torch.where(y[:, None, None], sq, sq.flip((1, 2)))
+            sq = torch.where(flip_hw[:, None, None], sq.flip(2), sq)
+            target = torch.where(y, UP, DOWN).long()
+            logits = net(model.normalise(sq))
+            loss = F.cross_entropy(logits, target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            correct += int((logits.argmax(1) == target).sum())
+            report(progress, epoch * per_epoch + b + 1, epochs * per_epoch, f"epoch {epoch + 1}/{epochs} loss {np.mean(losses):.3f}")
+        sched.step()
+        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "train_accuracy": correct / n_crops,
+               "lr": opt.param_groups[0]["lr"], "val_accuracy": None}
+        if val is not None and len(val):
+            rec["val_accuracy"] = evaluate_polarity(model, val, device=str(dev), cancel=cancel)["accuracy"]
+            net.train()
+            if rec["val_accuracy"] >= best_acc:
+                best_acc, best_state = rec["val_accuracy"], copy.deepcopy(net.state_dict())
+        rec["seconds"] = time.perf_counter() - t0
+        history.append(rec)
+        if on_epoch is not None:
+            on_epoch(rec)
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.to("cpu").eval()
+    model.metrics = {"recipe": {"optimizer": "SGD", "lr": lr, "momentum": momentum, "weight_decay": weight_decay,
+                                "batch_size": batch_size, "epochs": epochs, "milestones": steps, "hflip": 0.5},
+                     "train_crops": n_crops, "train_cases": len({c.case for c in train.crops}),
+                     "variants_per_crop": k, "history": history,
+                     "best_val_accuracy": best_acc if best_state is not None else None}
+    return model
