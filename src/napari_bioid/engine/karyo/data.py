@@ -59,15 +59,31 @@ def split_by_case(crops: Sequence[Crop], test_fraction: float = 0.3, seed: int =
     return [c for c in crops if c.case not in test_cases], [c for c in crops if c.case in test_cases]
 
 
-def read_crop(path) -> np.ndarray:
-    """A crop as grey uint8 (H, W). Uses Pillow (LZW-compressed TIFFs need no extra codec)."""
+def read_image(path, keep_dtype: bool = False) -> np.ndarray:
+    """An image file as an array (Pillow; LZW TIFFs need no extra codec).
+
+    ``keep_dtype=False``: grey uint8 (H, W) (RGB averaged). ``keep_dtype=True``:
+    the stored values unchanged (for instance-label images).
+
+    Raises
+    ------
+    BioidInputError
+        Missing or unreadable file.
+    """
     from PIL import Image
 
+    if not Path(path).is_file():
+        raise BioidInputError(f"{path}: no such file")
     try:
         with Image.open(path) as im:
-            return to_grey(np.asarray(im.convert("L")))
+            return np.asarray(im).copy() if keep_dtype else to_grey(np.asarray(im.convert("L")))
     except Exception as exc:
         raise BioidInputError(f"{path}: not a readable image ({exc})") from exc
+
+
+def read_crop(path) -> np.ndarray:
+    """A crop as grey uint8 (H, W), see :func:`read_image`."""
+    return read_image(path)
 
 
 def to_square(upright: np.ndarray, size: int = 224) -> np.ndarray:

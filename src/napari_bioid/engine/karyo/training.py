@@ -235,3 +235,71 @@ def train_polarity(train: ChainSet, val: Optional[ChainSet] = None, depth: int =
                      "variants_per_crop": k, "history": history,
                      "best_val_accuracy": best_acc if best_state is not None else None}
     return model
+
+
+def _cached_chain_set(name: str, cache_dir, crops, size: int, variants: int, seed: int, workers: int,
+                      progress: Optional[ProgressCallback], cancel: Any) -> ChainSet:
+    """:func:`build_chain_set`, stored as ``.npz`` under ``cache_dir`` (keyed by the crop list) when given."""
+    import hashlib
+    from pathlib import Path
+
+    path = None
+    if cache_dir is not None:
+        key = hashlib.sha1("\n".join(str(c.path) for c in crops).encode()).hexdigest()[:12]
+        path = Path(cache_dir) / f"{name}_{size}px_{variants}v_seed{seed}_{key}.npz"
+        if path.is_file():
+            z = np.load(path)
+            return ChainSet(z["squares"], z["up"], z["crop"], list(crops), variants)
+    data = build_chain_set(crops, size, variants, seed, workers, progress, cancel)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, squares=data.squares, up=data.up, crop=data.crop)
+        tmp.replace(path)
+    return data
+
+
+def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 224, epochs: int = 24, batch_size: int = 32,
+                      lr: float = 0.01, variants: int = 2, test_fraction: float = 0.3, val_fraction: float = 0.1,
+                      split_seed: int = 0, max_cases: Optional[int] = None, workers: int = 1, cache_dir=None, seed: int = 0,
+                      device: Optional[str] = None, progress: Optional[ProgressCallback] = None, cancel: Any = None,
+                      on_epoch: Optional[Callable[[dict], None]] = None, log: Optional[Callable[[str], None]] = None) -> PolarityModel:
+    """``bioid karyo train``: split a crop collection by case, train, and test on held-out cases.
+
+    ``data_dir`` has the layout ``<case>/<chromosome class>/<crop>`` with every
+    crop standing short arm up (see :mod:`.data`). ``test_fraction`` of the
+    cases (seed ``split_seed``) are the test set, ``val_fraction`` of the rest
+    choose the epoch; ``max_cases`` caps the training cases (quick runs).
+    Training crops go through the chain at ``variants`` random angles, the
+    validation and test crops at one. The returned model's ``metrics`` hold
+    the split, the history and ``test`` (:func:`evaluate_polarity`).
+
+    Raises
+    ------
+    BioidInputError
+        Missing folder, no crops, or too few cases to split.
+    """
+    from .data import list_crops, split_by_case
+
+    crops = list_crops(data_dir)
+    if len({c.case for c in crops}) < 3:
+        raise BioidInputError(f"{data_dir}: need crops from at least 3 cases to split into train/validation/test by case")
+    train_all, test = split_by_case(crops, test_fraction, seed=split_seed)
+    train, val = split_by_case(train_all, val_fraction, seed=split_seed + 1)
+    if max_cases:
+        keep = set(sorted({c.case for c in train})[:max_cases])
+        train = [c for c in train if c.case in keep]
+    split = {name: {"crops": len(part), "cases": len({c.case for c in part})} for name, part in
+             (("train", train), ("validation", val), ("test", test))}
+    if log:
+        log("split by case: " + ", ".join(f"{k} {v['crops']} crops / {v['cases']} cases" for k, v in split.items()))
+    tr = _cached_chain_set("train", cache_dir, train, size, variants, seed + 10, workers, progress, cancel)
+    va = _cached_chain_set("val", cache_dir, val, size, 1, seed + 11, workers, progress, cancel)
+    te = _cached_chain_set("test", cache_dir, test, size, 1, seed + 12, workers, progress, cancel)
+    model = train_polarity(tr, va, depth=depth, width=width, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                           device=device, progress=progress, cancel=cancel, on_epoch=on_epoch)
+    model.metrics["split"] = split
+    model.metrics["test"] = evaluate_polarity(model, te, device=device, cancel=cancel)
+    model.metrics["test_definition"] = (f"held-out cases ({test_fraction:.0%} of the cases, split seed {split_seed}), each crop "
+                                        "once at a random input angle through rotate-upright → classify; positive = p-arm up")
+    return model

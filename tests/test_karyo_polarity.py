@@ -1,0 +1,160 @@
+"""Polarity classifier: tiny training beats chance; the whole chain turns real crops p-arm up."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_bioid.engine.errors import BioidInputError
+from napari_bioid.engine.karyo import (
+    Decision, PolarityModel, crops_from_labels, list_crops, load_polarity_model, orient_images, oriented_image,
+    read_crop, read_decisions, rotate_image, save_polarity_model, split_by_case, to_square, write_decisions,
+)
+from napari_bioid.engine.karyo.training import build_chain_set, evaluate_polarity, train_polarity
+
+from conftest import SHARED
+
+CROPS = SHARED / "data" / "chromosomes" / "karyogram_crops"
+
+
+@pytest.fixture(scope="module")
+def crops():
+    if not CROPS.is_dir():
+        pytest.skip(f"chromosome crops not found at {CROPS}")
+    return list_crops(CROPS)
+
+
+@pytest.fixture(scope="module")
+def test_cases(crops):
+    """Crops of the default model's held-out cases (the 30 % test split, seed 0)."""
+    return split_by_case(crops, 0.3, seed=0)[1]
+
+
+def _similarity(a, b, size=64):
+    """Correlation of two crops after padding to squares (1 = identical)."""
+    x, y = to_square(a, size).astype(float).ravel(), to_square(b, size).astype(float).ravel()
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def test_tiny_training_on_a_subset_beats_chance(crops):
+    train_crops, test_crops = split_by_case(crops, 0.3, seed=0)
+    train_cases = sorted({c.case for c in train_crops})[:24]
+    test_cases = sorted({c.case for c in test_crops})[:8]
+    train = build_chain_set([c for c in train_crops if c.case in train_cases], size=48, variants=1, seed=1)
+    test = build_chain_set([c for c in test_crops if c.case in test_cases], size=48, variants=1, seed=2)
+    assert 0.35 < test.up.mean() < 0.65  # random input angles leave about half of the crops upside down
+    model = train_polarity(train, depth=18, width=8, epochs=5, batch_size=32, lr=0.01, seed=0)
+    result = evaluate_polarity(model, test)
+    print("tiny polarity model:", json.dumps({k: result[k] for k in ("accuracy", "n", "tp", "fp", "tn", "fn", "weakest")}))
+    assert result["n"] == len(test) > 300
+    # chance is 0.5 (and a constant answer scores at most max(up, down) < 0.65)
+    assert result["accuracy"] > 0.8
+    assert result["tp"] + result["fn"] == int(test.up.sum())
+
+
+def test_model_file_round_trip(tmp_path):
+    model = PolarityModel(depth=18, width=4, size=32, metrics={"note": "untrained"})
+    path = save_polarity_model(model, tmp_path / "m.pt")
+    again = load_polarity_model(path)
+    x = [np.full((30, 10), 255, np.uint8)]
+    x[0][5:25, 3:7] = 40
+    assert again.config() == model.config() and again.metrics["note"] == "untrained"
+    assert again.p_up(x) == pytest.approx(model.p_up(x))
+    with pytest.raises(FileExistsError):
+        save_polarity_model(model, path)
+    with pytest.raises(BioidInputError, match="no such model file"):
+        load_polarity_model(tmp_path / "missing.pt")
+
+
+def test_shipped_model_reports_its_held_out_accuracy():
+    model = load_polarity_model()
+    test = model.metrics["test"]
+    assert test["accuracy"] >= 0.964 and test["n"] > 5000  # the reference's 96.4 %, on held-out cases
+    assert set(test["weakest"]) <= set(test["per_chromosome"])
+
+
+def known_crops(test_cases, n=8):
+    """One crop each of chromosomes 2, 4, 6, 9, 13, 17, 18, X from the first held-out case holding them."""
+    wanted = ["2", "4", "6", "9", "13", "17", "18", "X"][:n]
+    by_case = {}
+    for c in test_cases:
+        by_case.setdefault(c.case, {}).setdefault(c.chromosome, c)
+    case = next(k for k, v in sorted(by_case.items()) if all(w in v for w in wanted))
+    return [by_case[case][w] for w in wanted]
+
+
+def test_orient_cli_turns_known_crops_upright_p_arm_up(test_cases, tmp_path):
+    chosen = known_crops(test_cases)
+    src = tmp_path / "in"
+    src.mkdir()
+    originals, angles = {}, {}
+    rng = np.random.default_rng(7)
+    from PIL import Image
+
+    for c in chosen:
+        img = read_crop(c.path)
+        theta = float(rng.uniform(0, 360))
+        name = f"chr{c.chromosome}.png"
+        Image.fromarray(rotate_image(img, theta)).save(src / name)
+        originals[name], angles[name] = img, theta
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "napari_bioid.cli", "karyo", "orient", str(src), "--out", str(out)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    with open(out / "decisions.csv", newline="") as fh:
+        rows = {r["file"]: r for r in csv.DictReader(fh)}
+    assert set(rows) == set(originals)
+    assert list(next(iter(rows.values())))[:6] == ["file", "upright_angle_deg", "polarity", "p_up", "total_rotation_deg", "overridden"]
+    for name, original in originals.items():
+        result = np.asarray(Image.open(out / name))
+        # the output looks like the crop as it was cut (p-arm up), not like its 180° rotation
+        same, flipped = _similarity(result, original), _similarity(result, original[::-1, ::-1])
+        assert same > flipped + 0.1, (name, same, flipped, rows[name])
+        # and the recorded rotation undoes the input angle (crops as cut stand within ~15° of vertical)
+        err = abs((float(rows[name]["total_rotation_deg"]) + angles[name] + 180) % 360 - 180)
+        assert err < 15, (name, rows[name], angles[name])
+        assert rows[name]["overridden"] == "False"
+    # nothing is overwritten without --overwrite
+    again = subprocess.run([sys.executable, "-m", "napari_bioid.cli", "karyo", "orient", str(src), "--out", str(out)],
+                           capture_output=True, text=True)
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_whole_image_with_labels_is_cut_and_oriented(test_cases):
+    chosen = known_crops(test_cases, 6)
+    canvas = np.full((260, 460), 255, np.uint8)
+    labels = np.zeros(canvas.shape, np.int32)
+    thetas = [20, 200, 95, 290, 160, 340]
+    originals = []
+    for i, (c, th) in enumerate(zip(chosen, thetas)):
+        img = rotate_image(read_crop(c.path), th)
+        h, w = img.shape
+        y0, x0 = 10 + (i // 3) * 125, 10 + (i % 3) * 150
+        assert h <= 120 and w <= 145
+        mask = img < 230
+        canvas[y0 : y0 + h, x0 : x0 + w][mask] = img[mask]
+        labels[y0 : y0 + h, x0 : x0 + w][mask] = i + 1
+        originals.append(read_crop(c.path))
+    pieces, ids, boxes = crops_from_labels(canvas, labels)
+    assert ids == [1, 2, 3, 4, 5, 6] and len(boxes) == 6
+    decisions = orient_images(pieces, [f"label_{i}" for i in ids])
+    for piece, d, original in zip(pieces, decisions, originals):
+        result = oriented_image(piece, d)
+        assert _similarity(result, original) > _similarity(result, original[::-1, ::-1]) + 0.1, d
+
+
+def test_decisions_override_and_csv_round_trip(tmp_path):
+    d = Decision("a.tif", 30.0, "down", 0.2)
+    assert d.total_rotation_deg == 210.0 and d.confidence == pytest.approx(0.8)
+    f = d.flipped()
+    assert f.polarity == "up" and f.overridden and f.total_rotation_deg == 30.0 and f.p_up == 0.2
+    assert f.flipped() == d  # flipping back restores the classifier's call
+    path = write_decisions([d, f], tmp_path / "decisions.csv")
+    assert read_decisions(path) == [d, f]
+    with pytest.raises(FileExistsError):
+        write_decisions([d], path)
+    write_decisions([f], path, overwrite=True)
+    assert read_decisions(path.with_name("decisions.csv.bak")) == [d, f]  # the old file is kept
