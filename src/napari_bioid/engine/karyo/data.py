@@ -16,6 +16,7 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from ..errors import BioidInputError
+from .karyogram import chromosome_name
 from .rotate import to_grey
 
 #: normalisation of the reference polarity classifier (METHODS.md §2), per channel
@@ -30,7 +31,7 @@ class Crop:
 
 
 def _chromosome_name(folder: str) -> str:
-    return {"23": "X", "24": "Y"}.get(folder, folder)
+    return chromosome_name(folder) or folder
 
 
 def list_crops(root, suffixes: Sequence[str] = (".tif", ".tiff", ".png", ".jpg")) -> List[Crop]:
