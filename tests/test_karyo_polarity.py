@@ -112,7 +112,7 @@ def test_orient_cli_turns_known_crops_upright_p_arm_up(test_cases, tmp_path):
         result = np.asarray(Image.open(out / name))
         # the output looks like the crop as it was cut (p-arm up), not like its 180° rotation
         same, flipped = _similarity(result, original), _similarity(result, original[::-1, ::-1])
-        assert same > flipped + 0.1, (name, same, flipped, rows[name])
+        assert same > flipped, (name, same, flipped, rows[name])
         # and the recorded rotation undoes the input angle (crops as cut stand within ~15° of vertical)
         err = abs((float(rows[name]["total_rotation_deg"]) + angles[name] + 180) % 360 - 180)
         assert err < 15, (name, rows[name], angles[name])
@@ -141,9 +141,10 @@ def test_whole_image_with_labels_is_cut_and_oriented(test_cases):
     pieces, ids, boxes = crops_from_labels(canvas, labels)
     assert ids == [1, 2, 3, 4, 5, 6] and len(boxes) == 6
     decisions = orient_images(pieces, [f"label_{i}" for i in ids])
-    for piece, d, original in zip(pieces, decisions, originals):
+    for piece, d, original, th in zip(pieces, decisions, originals, thetas):
         result = oriented_image(piece, d)
-        assert _similarity(result, original) > _similarity(result, original[::-1, ::-1]) + 0.1, d
+        assert _similarity(result, original) > _similarity(result, original[::-1, ::-1]), d
+        assert abs((d.total_rotation_deg + th + 180) % 360 - 180) < 15, (d, th)
 
 
 def test_decisions_override_and_csv_round_trip(tmp_path):
@@ -158,3 +159,34 @@ def test_decisions_override_and_csv_round_trip(tmp_path):
         write_decisions([d], path)
     write_decisions([f], path, overwrite=True)
     assert read_decisions(path.with_name("decisions.csv.bak")) == [d, f]  # the old file is kept
+
+
+def test_cli_train_on_a_few_cases_writes_model_and_metrics(crops, tmp_path):
+    cases = sorted({c.case for c in crops})[:14]
+    data = tmp_path / "data"
+    for c in crops:
+        if c.case in cases:
+            dest = data / c.case / c.path.parent.name
+            dest.mkdir(parents=True, exist_ok=True)
+            (dest / c.path.name).symlink_to(c.path)
+    out = tmp_path / "m.pt"
+    res = subprocess.run([sys.executable, "-m", "napari_bioid.cli", "karyo", "train", "--data", str(data), "--out", str(out),
+                          "--size", "48", "--width", "8", "--epochs", "3", "--variants", "1"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    metrics = json.loads(out.with_suffix(".json").read_text())
+    model = load_polarity_model(out)
+    assert model.size == 48 and model.width == 8 and model.metrics["test"] == metrics["test"]
+    assert metrics["split"]["test"]["cases"] == 4 and summary["test_crops"] == metrics["split"]["test"]["crops"]
+    assert summary["test_accuracy"] > 0.6  # three tiny epochs on ten cases already beat chance
+    assert len(metrics["history"]) == 3 and all(h["val_accuracy"] is not None for h in metrics["history"])
+
+
+def test_cli_rejects_bad_input(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "napari_bioid.cli", "karyo", "orient", str(tmp_path / "nope"), "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "not a folder of crops" in res.stderr
+    (tmp_path / "empty").mkdir()
+    res = subprocess.run([sys.executable, "-m", "napari_bioid.cli", "karyo", "orient", str(tmp_path / "empty"), "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "no crop images" in res.stderr
