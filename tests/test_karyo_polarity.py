@@ -123,7 +123,7 @@ def test_orient_cli_turns_known_crops_upright_p_arm_up(test_cases, tmp_path):
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
-def test_whole_image_with_labels_is_cut_and_oriented(test_cases):
+def test_whole_image_with_labels_is_cut_and_oriented(test_cases, tmp_path):
     chosen = known_crops(test_cases, 6)
     canvas = np.full((260, 460), 255, np.uint8)
     labels = np.zeros(canvas.shape, np.int32)
@@ -145,6 +145,17 @@ def test_whole_image_with_labels_is_cut_and_oriented(test_cases):
         result = oriented_image(piece, d)
         assert _similarity(result, original) > _similarity(result, original[::-1, ::-1]), d
         assert abs((d.total_rotation_deg + th + 180) % 360 - 180) < 15, (d, th)
+    # the same through the CLI, from image files (labels as a 16-bit PNG)
+    from PIL import Image
+
+    Image.fromarray(canvas).save(tmp_path / "metaphase.png")
+    Image.fromarray(labels.astype(np.uint16)).save(tmp_path / "labels.png")
+    res = subprocess.run([sys.executable, "-m", "napari_bioid.cli", "karyo", "orient", str(tmp_path / "metaphase.png"),
+                          "--labels", str(tmp_path / "labels.png"), "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    rows = read_decisions(tmp_path / "out" / "decisions.csv")
+    assert [r.file for r in rows] == [f"label_{i:04d}.png" for i in ids]
+    assert [r.total_rotation_deg for r in rows] == pytest.approx([d.total_rotation_deg for d in decisions])
 
 
 def test_decisions_override_and_csv_round_trip(tmp_path):
