@@ -101,9 +101,11 @@ def test_orient_cli_turns_known_crops_upright_p_arm_up(test_cases, tmp_path):
         Image.fromarray(rotate_image(img, theta)).save(src / name)
         originals[name], angles[name] = img, theta
     out = tmp_path / "out"
-    res = subprocess.run([sys.executable, "-m", "napari_bioid.cli", "karyo", "orient", str(src), "--out", str(out)],
-                         capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "napari_bioid.cli", "karyo", "orient", str(src), "--out", str(out),
+                          "--karyogram", str(tmp_path / "karyogram.png")], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+    sheet = np.asarray(Image.open(tmp_path / "karyogram.png"))
+    assert sheet.ndim == 2 and (sheet < 200).sum() > sum((im < 200).sum() for im in originals.values()) * 0.8
     with open(out / "decisions.csv", newline="") as fh:
         rows = {r["file"]: r for r in csv.DictReader(fh)}
     assert set(rows) == set(originals)

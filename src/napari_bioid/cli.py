@@ -305,6 +305,8 @@ def _add_karyo(sub) -> None:
     orr.add_argument("--out", required=True, type=Path, help="output folder (crops + decisions.csv)")
     orr.add_argument("--labels", type=Path, default=None, help="instance labels image (0 = background) for a whole-image input")
     orr.add_argument("--model", type=Path, default=None, help="polarity model file; default: the shipped model")
+    orr.add_argument("--karyogram", type=Path, default=None,
+                     help="also save a PNG sheet of the upright crops in karyogram order (class from folder names 1..22/X/Y)")
     orr.add_argument("--overwrite", action="store_true")
 
 
@@ -347,11 +349,15 @@ def _karyo_train(args) -> int:
 
 
 def _karyo_orient(args) -> int:
-    from .engine.karyo.orient import crops_from_labels, orient_folder, orient_images, write_oriented
+    from .engine.io import atomic_write, prepare_output
     from .engine.karyo.data import read_image
+    from .engine.karyo.karyogram import chromosome_name, layout
+    from .engine.karyo.orient import crops_from_labels, orient_folder, orient_images, write_oriented
     from .engine.karyo.polarity import load_polarity_model
     from .engine.progress import TqdmProgress
 
+    if args.karyogram is not None:
+        prepare_output(args.karyogram, args.overwrite)
     model = load_polarity_model(args.model)
     bar = TqdmProgress("orient")
     try:
@@ -367,6 +373,13 @@ def _karyo_orient(args) -> int:
             decisions = orient_folder(args.input, args.out, model, args.overwrite, progress=bar)
     finally:
         bar.close()
+    if args.karyogram is not None:
+        from PIL import Image
+
+        uprights = [read_image(args.out / d.file) for d in decisions]
+        sheet, _ = layout(uprights, [chromosome_name(Path(d.file).parent.name) for d in decisions])
+        with atomic_write(args.karyogram, overwrite=args.overwrite) as tmp:
+            Image.fromarray(sheet).save(tmp, format="PNG")
     down = sum(d.polarity == "down" for d in decisions)
     low = sum(d.confidence < 0.9 for d in decisions)
     print(json.dumps({"crops": len(decisions), "flipped_down": down, "low_confidence": low,
