@@ -124,3 +124,7 @@ def test_image_and_labels_layers(widget, held_out_case, qtbot):
     qtbot.waitUntil(lambda: not w.busy, timeout=120_000)
     assert [d.file for d in w.decisions] == [f"label_{i:04d}.png" for i in range(1, 6)]
     assert len(w.tiles) == 5
+    marks = viewer.layers["polarity"]
+    assert len(marks.data) == 5 and len(marks.features["label"]) == 5
+    qtbot.mouseClick(w.tiles[2].image, Qt.LeftButton)
+    assert "✎" in marks.features["label"][2] and "✎" not in marks.features["label"][1]

@@ -101,6 +101,9 @@ class KaryogramWidget(QWidget):
         self.source: Optional[str] = None  # folder path or "layers:<image>"
         self.tiles: List[CropTile] = []
         self.sheet_layer = None
+        self.marks_layer = None  # polarity marks on the whole image (labels input)
+        self._boxes = None
+        self._scale = (1.0, 1.0)
         self._build()
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
@@ -232,7 +235,8 @@ class KaryogramWidget(QWidget):
             raise BioidInputError("choose an image layer and a labels layer of segmented chromosomes")
         image = np.asarray(self.viewer.layers[image_name].data)
         labels = np.asarray(self.viewer.layers[labels_name].data)
-        crops, ids, _ = crops_from_labels(image, labels)
+        crops, ids, boxes = crops_from_labels(image, labels)
+        self._boxes, self._scale = boxes, tuple(self.viewer.layers[image_name].scale[:2])
         return f"layers_{image_name}", crops, [f"label_{i:04d}.png" for i in ids], [None] * len(crops), None
 
     def orient(self):
@@ -241,6 +245,7 @@ class KaryogramWidget(QWidget):
         from ..engine.karyo.polarity import load_polarity_model
 
         try:
+            self._boxes = None
             source, items, names, classes, reader = self._inputs()
             model_path = self.model_in.text().strip() or None
             model = load_polarity_model(model_path)
@@ -312,9 +317,27 @@ class KaryogramWidget(QWidget):
             self._render(i)
         self._update_sheet()
 
+    def _update_marks(self):
+        """Labels input: the decision of each chromosome written beside it on the whole image."""
+        if not self._boxes or len(self._boxes) != len(self.decisions):
+            return
+        centres = np.array([[(y0 + y1) / 2, (x0 + x1) / 2] for y0, x0, y1, x1 in self._boxes])
+        text = [f"{'↑' if d.polarity == 'up' else '↻'} {d.confidence:.0%}{' ✎' if d.overridden else ''}" for d in self.decisions]
+        colours = [COLOURS[self._state(i)] for i in range(len(self.decisions))]
+        if self.marks_layer is not None and self.marks_layer in self.viewer.layers:
+            self.marks_layer.data = centres
+            self.marks_layer.features = {"label": text}
+            self.marks_layer.face_color = colours
+            self.marks_layer.text = {"string": "{label}", "color": "yellow", "size": 9, "anchor": "upper_left"}
+        else:
+            self.marks_layer = self.viewer.add_points(
+                centres, name="polarity", size=6, scale=self._scale, face_color=colours, features={"label": text},
+                text={"string": "{label}", "color": "yellow", "size": 9, "anchor": "upper_left"})
+
     def _update_sheet(self):
         if not self.decisions:
             return
+        self._update_marks()
         sheet, _ = layout([oriented_image(im, d) for im, d in zip(self.images, self.decisions)], self.classes)
         if self.sheet_layer is not None and self.sheet_layer in self.viewer.layers:
             self.sheet_layer.data = sheet
