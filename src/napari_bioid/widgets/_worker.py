@@ -8,6 +8,21 @@ from typing import Callable, Optional
 from qtpy.QtCore import QObject, Signal
 
 
+def notify_error(exc) -> None:
+    """Show an error (exception or text) as a napari notification; cancellation as "cancelled"."""
+    from napari.utils.notifications import show_error
+
+    from ..engine.errors import Cancelled
+
+    show_error(str(exc) if not isinstance(exc, Cancelled) else "cancelled")
+
+
+def notify(msg: str) -> None:
+    from napari.utils.notifications import show_info
+
+    show_info(msg)
+
+
 class Relay(QObject):
     """Carries progress from a worker thread to the GUI thread (queued signal)."""
 
@@ -34,3 +49,62 @@ def run_in_worker(func: Callable, on_done: Callable, on_error: Callable, relay: 
         worker.finished.connect(on_finish)
     worker.start()
     return worker
+
+
+class WorkerHost:
+    """Mixin for dock widgets that run one engine call at a time in a worker thread.
+
+    The widget provides ``self.progress`` (QProgressBar), ``self.status``
+    (QLabel), ``self.cancel_btn`` and ``_action_buttons()`` (disabled while
+    busy); it calls :meth:`_init_worker` in ``__init__`` and :meth:`start` to
+    run ``job(progress, cancel)``.
+    """
+
+    def _init_worker(self):
+        self._cancel = threading.Event()
+        self._worker = None
+        self._relay = Relay()
+        self._relay.progress.connect(self._on_progress)
+
+    def _action_buttons(self):
+        return []
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    def _busy(self, busy: bool, what: str = ""):
+        for w in self._action_buttons():
+            w.setEnabled(not busy)
+        self.cancel_btn.setEnabled(busy)
+        self.status.setText(what)
+        if busy:
+            self._cancel.clear()
+            self.progress.setValue(0)
+
+    def _on_progress(self, done: int, total: int, message: str):
+        self.progress.setMaximum(max(total, 1))
+        self.progress.setValue(done)
+        if message:
+            self.status.setText(message)
+
+    def cancel(self):
+        """Ask the running engine call to stop at its next check point."""
+        self._cancel.set()
+        self.status.setText("cancelling…")
+
+    def _failed(self, exc):
+        from ..engine.errors import Cancelled
+
+        notify_error(exc)
+        self.status.setText(f"failed: {exc}" if not isinstance(exc, Cancelled) else "cancelled")
+
+    def _finished(self):
+        self._worker = None
+        self._busy(False, self.status.text())
+
+    def start(self, job: Callable, on_done: Callable, what: str):
+        """Run ``job(progress, cancel)`` in a worker; ``on_done(result)`` in the GUI thread. Returns the worker."""
+        self._busy(True, what)
+        self._worker = run_in_worker(job, on_done, self._failed, self._relay, self._cancel, self._finished)
+        return self._worker

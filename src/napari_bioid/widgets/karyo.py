@@ -15,7 +15,6 @@ same input is oriented again; export writes the upright crops and
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -30,8 +29,8 @@ from qtpy.QtWidgets import (
 from ..engine.errors import BioidInputError
 from ..engine.karyo.karyogram import ORDER, chromosome_name, layout
 from ..engine.karyo.orient import Decision, oriented_image, read_decisions, write_decisions, write_oriented
-from ._worker import Relay, run_in_worker
-from .picking import _notify, _notify_error, _spin
+from ._worker import WorkerHost, notify, notify_error
+from .picking import _spin
 
 AUTOSAVE_DIR = Path.home() / ".napari-bioid" / "autosave"
 TILE_HEIGHT = 110
@@ -84,16 +83,13 @@ class CropTile(QFrame):
         self.state = state
 
 
-class KaryogramWidget(QWidget):
+class KaryogramWidget(WorkerHost, QWidget):
     """Dock widget over the chromosome chain (see module docstring)."""
 
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
-        self._cancel = threading.Event()
-        self._worker = None
-        self._relay = Relay()
-        self._relay.progress.connect(self._on_progress)
+        self._init_worker()
         self.images: List[np.ndarray] = []  # input crops as loaded (any angle)
         self.decisions: List[Decision] = []
         self.classes: List[Optional[str]] = []
@@ -186,36 +182,12 @@ class KaryogramWidget(QWidget):
                 combo.setCurrentText(current)
 
     # ---------------------------------------------------------------- run
-    @property
-    def busy(self) -> bool:
-        return self._worker is not None
-
-    def _busy(self, busy: bool, what: str = ""):
-        self.run_btn.setEnabled(not busy)
-        self.cancel_btn.setEnabled(busy)
-        self.export_btn.setEnabled(not busy and bool(self.decisions))
-        self.status.setText(what)
-        if busy:
-            self._cancel.clear()
-            self.progress.setValue(0)
-
-    def _on_progress(self, done: int, total: int, message: str):
-        self.progress.setMaximum(max(total, 1))
-        self.progress.setValue(done)
-        if message:
-            self.status.setText(message)
-
-    def cancel(self):
-        self._cancel.set()
-        self.status.setText("cancelling…")
-
-    def _failed(self, exc):
-        _notify_error(exc)
-        self.status.setText(f"failed: {exc}")
+    def _action_buttons(self):
+        return [self.run_btn, self.export_btn]
 
     def _finished(self):
-        self._worker = None
-        self._busy(False, self.status.text())
+        super()._finished()
+        self.export_btn.setEnabled(bool(self.decisions))
 
     def _inputs(self):
         """(source key, crops, names, classes) from the folder or from the layers; raises BioidInputError."""
@@ -250,16 +222,14 @@ class KaryogramWidget(QWidget):
             model_path = self.model_in.text().strip() or None
             model = load_polarity_model(model_path)
         except Exception as exc:
-            _notify_error(exc)
+            notify_error(exc)
             return None
 
         def job(progress, cancel):
             images = [reader(f) for f in items] if reader else list(items)
             return source, images, names, classes, orient_images(images, names, model, progress=progress, cancel=cancel)
 
-        self._busy(True, "orienting…")
-        self._worker = run_in_worker(job, self._oriented, self._failed, self._relay, self._cancel, self._finished)
-        return self._worker
+        return self.start(job, self._oriented, "orienting…")
 
     def _oriented(self, result):
         self.source, self.images, names, self.classes, self.decisions = result
@@ -378,7 +348,7 @@ class KaryogramWidget(QWidget):
             confirmed = path.with_suffix(".confirmed.txt")
             confirmed.write_text("\n".join(d.file for d, c in zip(self.decisions, self.confirmed) if c))
         except OSError as exc:
-            _notify_error(f"could not autosave the review: {exc}")
+            notify_error(f"could not autosave the review: {exc}")
 
     def _restore(self) -> int:
         """Re-apply an autosaved review of the same input (same files, same classifier angles)."""
@@ -413,7 +383,7 @@ class KaryogramWidget(QWidget):
         if not self.decisions:
             raise BioidInputError("nothing to export: orient some crops first")
         path = write_oriented(folder, self.images, self.decisions, overwrite=True)
-        _notify(f"exported {len(self.decisions)} upright crops and {path.name} to {folder}")
+        notify(f"exported {len(self.decisions)} upright crops and {path.name} to {folder}")
         return path
 
     def _export_dialog(self):
@@ -422,4 +392,4 @@ class KaryogramWidget(QWidget):
             try:
                 self.export(folder)
             except Exception as exc:
-                _notify_error(exc)
+                notify_error(exc)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 import warnings
 from pathlib import Path
 from typing import Dict, Optional
@@ -25,9 +24,10 @@ from qtpy.QtWidgets import (
 )
 
 from .._layers import class_colour, points_to_table, table_to_points
-from ..engine.errors import Cancelled
 from ..engine.io import read_coordinates, write_coordinates
-from ._worker import Relay, run_in_worker
+from ._worker import WorkerHost
+from ._worker import notify as _notify
+from ._worker import notify_error as _notify_error
 
 AUTOSAVE_DIR = Path.home() / ".napari-bioid" / "autosave"
 
@@ -44,18 +44,6 @@ def _spin(lo, hi, value, step=None, suffix="", special="", decimals=None):
     box.setSpecialValueText(special)
     box.setValue(value)
     return box
-
-
-def _notify_error(exc) -> None:
-    from napari.utils.notifications import show_error
-
-    show_error(str(exc) if not isinstance(exc, Cancelled) else "cancelled")
-
-
-def _notify(msg: str) -> None:
-    from napari.utils.notifications import show_info
-
-    show_info(msg)
 
 
 class LossPlot(QWidget):
@@ -100,21 +88,18 @@ class LossPlot(QWidget):
         self.canvas.draw_idle()
 
 
-class PickingWidget(QWidget):
+class PickingWidget(WorkerHost, QWidget):
     """Dock widget over the picking engine (see module docstring)."""
 
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
-        self._cancel = threading.Event()
-        self._worker = None
+        self._init_worker()
         self.result = None  # PickResult of the last pick
         self.picks_layer = None
         self.annotations = None  # the current annotation points layer
         self.model_path: Optional[Path] = None  # last model trained here
         self._diameters: Dict[int, float] = {}
-        self._relay = Relay()
-        self._relay.progress.connect(self._on_progress)
         self._relay.epoch.connect(self._on_epoch)
         self._autosave_timer = QTimer(self)
         self._autosave_timer.setSingleShot(True)
@@ -421,39 +406,11 @@ class PickingWidget(QWidget):
         return self.viewer.layers[name]
 
     # ---------------------------------------------------------------- workers
-    def _busy(self, busy: bool, what: str = ""):
-        for w in (self.train_btn, self.pick_btn, self.preview_btn):
-            w.setEnabled(not busy)
-        self.cancel_btn.setEnabled(busy)
-        self.status.setText(what)
-        if busy:
-            self._cancel.clear()
-            self.progress.setValue(0)
-
-    def _on_progress(self, done: int, total: int, message: str):
-        self.progress.setMaximum(max(total, 1))
-        self.progress.setValue(done)
-        if message:
-            self.status.setText(message)
+    def _action_buttons(self):
+        return [self.train_btn, self.pick_btn, self.preview_btn]
 
     def _on_epoch(self, record: dict):
         self.plot.add(record)
-
-    def cancel(self):
-        self._cancel.set()
-        self.status.setText("cancelling…")
-
-    def _failed(self, exc):
-        _notify_error(exc)
-        self.status.setText(f"failed: {exc}" if not isinstance(exc, Cancelled) else "cancelled")
-
-    @property
-    def busy(self) -> bool:
-        return self._worker is not None
-
-    def _finished(self):
-        self._worker = None
-        self._busy(False, self.status.text())
 
     # ---------------------------------------------------------------- train
     def train(self):
@@ -487,9 +444,7 @@ class PickingWidget(QWidget):
             self.model_in.setText(str(path))
             self.status.setText(f"model saved to {path}")
 
-        self._busy(True, "training…")
-        self._worker = run_in_worker(job, done, self._failed, relay, self._cancel, self._finished)
-        return self._worker
+        return self.start(job, done, "training…")
 
     # ---------------------------------------------------------------- pick
     def _browse_model(self):
@@ -522,9 +477,7 @@ class PickingWidget(QWidget):
         def job(progress, cancel):
             return pick(np.asarray(volume), model, threshold=threshold, min_score=min_score, distance=distance, progress=progress, cancel=cancel)
 
-        self._busy(True, "picking…")
-        self._worker = run_in_worker(job, self._picked, self._failed, self._relay, self._cancel, self._finished)
-        return self._worker
+        return self.start(job, self._picked, "picking…")
 
     def _filters(self):
         min_score = self.score_slider.value() / 100.0
