@@ -52,7 +52,9 @@ class PolarityModel:
     """A polarity network plus what is needed to feed it.
 
     ``depth`` ∈ {18, 34, 50, 101}; ``width`` = channels of the first stage (64
-    in the paper); ``size`` = square input side in pixels.
+    in the paper); ``size`` = square input side in pixels; ``mirror``: average
+    the probabilities of the crop and its left-right mirror image (the
+    training's flip augmentation makes both valid inputs).
     """
 
     depth: int = 18
@@ -60,6 +62,7 @@ class PolarityModel:
     size: int = 224
     mean: float = MEAN
     std: float = STD
+    mirror: bool = False  # also classify the left-right mirror image and average (polarity is mirror-invariant)
     metrics: Dict[str, Any] = field(default_factory=dict)
     net: Optional[torch.nn.Module] = None
 
@@ -69,7 +72,7 @@ class PolarityModel:
 
     def config(self) -> dict:
         return {"depth": self.depth, "width": self.width, "size": self.size, "mean": self.mean, "std": self.std,
-                "classes": {"0": "down", "1": "up"}}
+                "mirror": self.mirror, "classes": {"0": "down", "1": "up"}}
 
     def normalise(self, squares: torch.Tensor) -> torch.Tensor:
         """(B, size, size) uint8 squares → (B, 3, size, size) float32 network input."""
@@ -92,7 +95,10 @@ class PolarityModel:
         for i in range(0, len(squares), batch_size):
             check_cancel(cancel)
             x = self.normalise(torch.from_numpy(np.ascontiguousarray(squares[i : i + batch_size])).to(dev))
-            out[i : i + len(x)] = torch.softmax(net(x), dim=1)[:, UP].double().cpu().numpy()
+            p = torch.softmax(net(x), dim=1)[:, UP]
+            if self.mirror:
+                p = 0.5 * (p + torch.softmax(net(x.flip(-1)), dim=1)[:, UP])
+            out[i : i + len(x)] = p.double().cpu().numpy()
             report(progress, min(i + batch_size, len(squares)), len(squares), "classifying polarity")
         return out
 
@@ -127,7 +133,7 @@ def load_polarity_model(path: Optional[PathLike] = None) -> PolarityModel:
     payload = load_checkpoint(path, MODEL_KIND)
     cfg = payload["config"]
     model = PolarityModel(int(cfg["depth"]), int(cfg["width"]), int(cfg["size"]), float(cfg["mean"]), float(cfg["std"]),
-                          metrics=payload.get("metrics", {}))
+                          bool(cfg.get("mirror", False)), metrics=payload.get("metrics", {}))
     try:
         model.net.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

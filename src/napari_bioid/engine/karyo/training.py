@@ -59,13 +59,6 @@ class ChainSet:
     def chromosome(self) -> np.ndarray:
         return np.array([self.crops[i].chromosome for i in self.crop])
 
-    def subset(self, crop_mask: np.ndarray) -> "ChainSet":
-        keep = np.flatnonzero(np.asarray(crop_mask))
-        rows = np.flatnonzero(np.isin(self.crop, keep))
-        remap = -np.ones(len(self.crops), int)
-        remap[keep] = np.arange(len(keep))
-        return ChainSet(self.squares[rows], self.up[rows], remap[self.crop[rows]], [self.crops[i] for i in keep], self.variants)
-
 
 def chain_example(image: np.ndarray, theta: float, size: int):
     """One crop through the chain at input angle ``theta`` (degrees, counter-clockwise).
@@ -299,7 +292,26 @@ def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 22
     model = train_polarity(tr, va, depth=depth, width=width, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                            device=device, progress=progress, cancel=cancel, on_epoch=on_epoch)
     model.metrics["split"] = split
-    model.metrics["test"] = evaluate_polarity(model, te, device=device, cancel=cancel)
+    finish_model(model, va, te, device=device, cancel=cancel)
     model.metrics["test_definition"] = (f"held-out cases ({test_fraction:.0%} of the cases, split seed {split_seed}), each crop "
                                         "once at a random input angle through rotate-upright → classify; positive = p-arm up")
+    return model
+
+
+def finish_model(model: PolarityModel, val: Optional[ChainSet], test: ChainSet, device: Optional[str] = None,
+                 cancel: Any = None) -> PolarityModel:
+    """Choose mirror averaging on the validation set, then measure the test set once.
+
+    ``model.mirror`` is set when averaging the crop and its mirror image is
+    more accurate on ``val`` (never decided on the test set). Stores
+    ``metrics["val_mirror"]`` ({"off", "on"} accuracies) and ``metrics["test"]``.
+    """
+    if val is not None and len(val):
+        acc = {}
+        for flag in (False, True):
+            model.mirror = flag
+            acc["on" if flag else "off"] = evaluate_polarity(model, val, device=device, cancel=cancel)["accuracy"]
+        model.mirror = acc["on"] > acc["off"]
+        model.metrics["val_mirror"] = acc
+    model.metrics["test"] = evaluate_polarity(model, test, device=device, cancel=cancel)
     return model
