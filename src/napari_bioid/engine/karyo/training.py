@@ -33,6 +33,7 @@ from ..errors import BioidInputError
 from ..progress import ProgressCallback, check_cancel, report
 from ..train.optim import pick_device, seed_everything
 from .data import Crop, read_crop, to_square
+from .karyogram import ORDER
 from .polarity import DOWN, UP, PolarityModel
 from .rotate import rotate_image, upright_angle
 
@@ -139,9 +140,9 @@ def evaluate_polarity(model: PolarityModel, data: ChainSet, batch_size: int = 12
     tn, fn = int(np.sum(~pred & ~truth)), int(np.sum(~pred & truth))
     chrom = data.chromosome
     per = {}
-    for name in sorted(set(chrom), key=lambda c: (len(c), c)):
+    for name in sorted(set(chrom), key=lambda c: (ORDER.index(c) if c in ORDER else len(ORDER), c)):
         m = chrom == name
-        per[name] = {"n": int(m.sum()), "accuracy": float(np.mean(pred[m] == truth[m]))}
+        per[str(name)] = {"n": int(m.sum()), "accuracy": float(np.mean(pred[m] == truth[m]))}
     weakest = sorted(per, key=lambda c: per[c]["accuracy"])[:3]
     return {"accuracy": float(np.mean(pred == truth)), "n": int(len(pred)), "tp": tp, "fp": fp, "tn": tn, "fn": fn,
             "per_chromosome": per, "weakest": weakest}
