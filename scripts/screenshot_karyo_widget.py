@@ -34,6 +34,7 @@ viewer.window.resize(1500, 950)
 widget = KaryogramWidget(viewer)
 viewer.window.add_dock_widget(widget, name="Chromosome orientation review", area="right")
 widget.folder.setText(str(tmp))
+widget.threshold.setValue(0.995)  # outline the few crops the classifier is least sure of
 widget.orient()
 app = QApplication.instance()
 while widget.busy:

@@ -33,15 +33,16 @@ from ._worker import WorkerHost, notify, notify_error
 from .picking import _spin
 
 AUTOSAVE_DIR = Path.home() / ".napari-bioid" / "autosave"
-TILE_HEIGHT = 110
+TILE_HEIGHT = 100
 COLOURS = {"low": "#f39c12", "overridden": "#3498db", "confirmed": "#2ecc71", "plain": "#555555"}
 
 
-def _pixmap(grey: np.ndarray, height: int = TILE_HEIGHT) -> QPixmap:
+def _pixmap(grey: np.ndarray, height: int = TILE_HEIGHT, zoom: float = 1.5) -> QPixmap:
+    """A crop at a common zoom (so relative chromosome lengths stay visible), at most ``height`` px tall."""
     grey = np.ascontiguousarray(grey, dtype=np.uint8)
     h, w = grey.shape
     img = QImage(grey.data, w, h, w, QImage.Format_Grayscale8).copy()
-    return QPixmap.fromImage(img).scaledToHeight(min(height, max(h, 1) * 3), Qt.SmoothTransformation)
+    return QPixmap.fromImage(img).scaledToHeight(max(1, int(min(height, h * zoom))), Qt.SmoothTransformation)
 
 
 class CropTile(QFrame):
@@ -176,7 +177,7 @@ class KaryogramWidget(WorkerHost, QWidget):
         for combo, kind in ((self.image_combo, Image), (self.labels_combo, Labels)):
             current = combo.currentText()
             combo.clear()
-            names = [l.name for l in self.viewer.layers if isinstance(l, kind) and l is not self.sheet_layer]
+            names = [l.name for l in self.viewer.layers if isinstance(l, kind) and "bioid_output" not in l.metadata]
             combo.addItems(names)
             if current in names:
                 combo.setCurrentText(current)
@@ -274,9 +275,24 @@ class KaryogramWidget(WorkerHost, QWidget):
         for t in self.tiles:
             t.flip_requested.connect(self.flip)
             t.confirm_requested.connect(self.confirm)
-        columns = 8
-        for k, i in enumerate(self.order()):
-            self.grid.addWidget(self.tiles[i], k // columns, k % columns)
+        order = self.order()
+        if self.sort.currentIndex() == 0 and any(self.classes):
+            # karyogram: one row per chromosome class (the pair side by side), unknown classes after
+            rows: Dict[str, List[int]] = {}
+            for i in order:
+                rows.setdefault(self.classes[i] or "?", []).append(i)
+            r = 0
+            for name, members in rows.items():
+                head = QLabel(name)
+                head.setStyleSheet("font-weight: bold")
+                self.grid.addWidget(head, r, 0, Qt.AlignRight | Qt.AlignVCenter)
+                for k, i in enumerate(members):
+                    self.grid.addWidget(self.tiles[i], r + k // 4, 1 + k % 4)
+                r += (len(members) + 3) // 4
+        else:
+            columns = 4
+            for k, i in enumerate(order):
+                self.grid.addWidget(self.tiles[i], k // columns, k % columns)
         self._render_all()
 
     def _render(self, i: int):
@@ -312,7 +328,8 @@ class KaryogramWidget(WorkerHost, QWidget):
         if self.sheet_layer is not None and self.sheet_layer in self.viewer.layers:
             self.sheet_layer.data = sheet
         else:
-            self.sheet_layer = self.viewer.add_image(sheet, name="karyogram", colormap="gray", contrast_limits=(0, 255))
+            self.sheet_layer = self.viewer.add_image(sheet, name="karyogram", colormap="gray", contrast_limits=(0, 255),
+                                                     metadata={"bioid_output": "karyogram"})
 
     def flip(self, i: int):
         """Reviewer override of crop ``i``: turn it 180° (again: back to the classifier's call)."""
