@@ -311,7 +311,7 @@ def _add_karyo(sub) -> None:
 
 
 def _karyo_train(args) -> int:
-    from .engine.io import prepare_output
+    from .engine.io import atomic_write, prepare_output
     from .engine.karyo.polarity import save_polarity_model
     from .engine.karyo.training import train_from_folder
     from .engine.progress import TqdmProgress
@@ -337,8 +337,6 @@ def _karyo_train(args) -> int:
     finally:
         bar.close()
     save_polarity_model(model, args.out, overwrite=args.overwrite)
-    from .engine.io import atomic_write
-
     with atomic_write(metrics_path, overwrite=args.overwrite) as tmp:
         tmp.write_text(json.dumps(model.metrics, indent=1))
     test = model.metrics["test"]
@@ -352,7 +350,7 @@ def _karyo_orient(args) -> int:
     from .engine.io import atomic_write, prepare_output
     from .engine.karyo.data import read_image
     from .engine.karyo.karyogram import chromosome_name, layout
-    from .engine.karyo.orient import crops_from_labels, orient_folder, orient_images, write_oriented
+    from .engine.karyo.orient import check_outputs, crops_from_labels, orient_folder, orient_images, write_oriented
     from .engine.karyo.polarity import load_polarity_model
     from .engine.progress import TqdmProgress
 
@@ -365,7 +363,9 @@ def _karyo_orient(args) -> int:
             if not args.input.is_file():
                 raise BioidInputError(f"{args.input}: with --labels the input must be one image file")
             crops, ids, _ = crops_from_labels(read_image(args.input), read_image(args.labels, keep_dtype=True))
-            decisions = orient_images(crops, [f"label_{i:04d}.png" for i in ids], model, progress=bar)
+            names = [f"label_{i:04d}.png" for i in ids]
+            check_outputs(args.out, names, args.overwrite)
+            decisions = orient_images(crops, names, model, progress=bar)
             write_oriented(args.out, crops, decisions, args.overwrite)
         else:
             if not args.input.is_dir():

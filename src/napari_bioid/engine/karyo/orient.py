@@ -204,6 +204,21 @@ def _output_name(name: str) -> str:
     return str(p if p.suffix.lower() in IMAGE_SUFFIXES else p.with_suffix(".png"))
 
 
+def check_outputs(out_dir: PathLike, names: Sequence[str], overwrite: bool = False) -> List[Path]:
+    """Output paths of the crops ``names`` under ``out_dir`` (see :func:`write_oriented`).
+
+    Call it before long work: with ``overwrite`` false it raises
+    :class:`FileExistsError` if any of them, or ``decisions.csv``, exists.
+    """
+    out_dir = Path(out_dir)
+    targets = [out_dir / _output_name(n) for n in names]
+    if not overwrite:
+        for t in targets + [out_dir / "decisions.csv"]:
+            if t.exists():
+                raise FileExistsError(f"{t} already exists; refusing to overwrite it (pass overwrite=True / --overwrite)")
+    return targets
+
+
 def write_oriented(out_dir: PathLike, images: Sequence[np.ndarray], decisions: Sequence[Decision], overwrite: bool = False,
                    progress: Optional[ProgressCallback] = None, cancel: Any = None) -> Path:
     """Write every crop upright, short arm up, to ``out_dir/<file>`` and ``out_dir/decisions.csv``.
@@ -221,11 +236,8 @@ def write_oriented(out_dir: PathLike, images: Sequence[np.ndarray], decisions: S
     from PIL import Image
 
     out_dir = Path(out_dir)
+    targets = check_outputs(out_dir, [d.file for d in decisions], overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
-    targets = [out_dir / _output_name(d.file) for d in decisions]
-    for t in targets + [out_dir / "decisions.csv"]:
-        if t.exists() and not overwrite:
-            raise FileExistsError(f"{t} already exists; refusing to overwrite it (pass overwrite=True / --overwrite)")
     for i, (img, d, t) in enumerate(zip(images, decisions, targets)):
         check_cancel(cancel)
         t.parent.mkdir(parents=True, exist_ok=True)
@@ -255,10 +267,7 @@ def orient_folder(input_dir: PathLike, out_dir: PathLike, model: Optional[Polari
         raise BioidInputError("the output folder must differ from the input folder (inputs are never overwritten)")
     files = [f for f in list_images(input_dir) if out_dir.resolve() not in f.resolve().parents]
     names = [str(f.relative_to(input_dir)) for f in files]
-    if not overwrite:
-        for n in names + ["decisions.csv"]:
-            if (out_dir / n).exists():
-                raise FileExistsError(f"{out_dir / n} already exists; refusing to overwrite it (pass --overwrite)")
+    check_outputs(out_dir, names, overwrite)
     images = [read_crop(f) for f in files]
 
     def phase(offset, weight):
