@@ -29,8 +29,8 @@ from qtpy.QtWidgets import (
 from ..engine.errors import BioidInputError
 from ..engine.karyo.karyogram import ORDER, chromosome_name, layout
 from ..engine.karyo.orient import Decision, oriented_image, read_decisions, write_decisions, write_oriented
+from ._form import refill_combo, spin
 from ._worker import WorkerHost, notify, notify_error
-from .picking import _spin
 
 AUTOSAVE_DIR = Path.home() / ".napari-bioid" / "autosave"
 TILE_HEIGHT = 100
@@ -92,6 +92,7 @@ class KaryogramWidget(WorkerHost, QWidget):
         self.viewer = napari_viewer
         self._init_worker()
         self.images: List[np.ndarray] = []  # input crops as loaded (any angle)
+        self._uprights: Dict[int, tuple] = {}  # crop index → (total rotation, oriented image)
         self.decisions: List[Decision] = []
         self.classes: List[Optional[str]] = []
         self.confirmed: List[bool] = []
@@ -128,9 +129,9 @@ class KaryogramWidget(WorkerHost, QWidget):
         self.model_in = QLineEdit()
         self.model_in.setPlaceholderText("shipped polarity model")
         form.addRow("Model", self.model_in)
-        self.threshold = _spin(0.5, 1.0, 0.9, 0.01, decimals=2)
+        self.threshold = spin(0.5, 1.0, 0.9, 0.01, decimals=2)
         self.threshold.setToolTip("crops the classifier is less sure of than this are outlined for review")
-        self.threshold.valueChanged.connect(lambda *_: self._render_all())
+        self.threshold.valueChanged.connect(lambda *_: self._restyle())
         form.addRow("Review below", self.threshold)
         self.sort = QComboBox()
         self.sort.addItems(["karyogram order", "least confident first"])
@@ -175,12 +176,7 @@ class KaryogramWidget(WorkerHost, QWidget):
         from napari.layers import Image, Labels
 
         for combo, kind in ((self.image_combo, Image), (self.labels_combo, Labels)):
-            current = combo.currentText()
-            combo.clear()
-            names = [l.name for l in self.viewer.layers if isinstance(l, kind) and "bioid_output" not in l.metadata]
-            combo.addItems(names)
-            if current in names:
-                combo.setCurrentText(current)
+            refill_combo(combo, [l.name for l in self.viewer.layers if isinstance(l, kind) and "bioid_output" not in l.metadata])
 
     # ---------------------------------------------------------------- run
     def _action_buttons(self):
@@ -234,6 +230,7 @@ class KaryogramWidget(WorkerHost, QWidget):
 
     def _oriented(self, result):
         self.source, self.images, names, self.classes, self.decisions = result
+        self._uprights = {}
         self.confirmed = [False] * len(self.decisions)
         restored = self._restore()
         self._populate()
@@ -293,15 +290,25 @@ class KaryogramWidget(WorkerHost, QWidget):
             columns = 4
             for k, i in enumerate(order):
                 self.grid.addWidget(self.tiles[i], k // columns, k % columns)
-        self._render_all()
+        self._restyle()
+        self._update_sheet()
+
+    def upright(self, i: int) -> np.ndarray:
+        """Crop ``i`` as its current decision orients it (rotated once per decision, then reused)."""
+        total = self.decisions[i].total_rotation_deg
+        cached = self._uprights.get(i)
+        if cached is None or cached[0] != total:
+            cached = self._uprights[i] = (total, oriented_image(self.images[i], self.decisions[i]))
+        return cached[1]
 
     def _render(self, i: int):
-        self.tiles[i].show_state(oriented_image(self.images[i], self.decisions[i]), self.decisions[i], self._label(i), self._state(i))
+        self.tiles[i].show_state(self.upright(i), self.decisions[i], self._label(i), self._state(i))
 
-    def _render_all(self):
+    def _restyle(self):
+        """Tiles and marks after a change of state or threshold (the sheet depends on neither)."""
         for i in range(len(self.tiles)):
             self._render(i)
-        self._update_sheet()
+        self._update_marks()
 
     def _update_marks(self):
         """Labels input: the decision of each chromosome written beside it on the whole image."""
@@ -310,21 +317,20 @@ class KaryogramWidget(WorkerHost, QWidget):
         centres = np.array([[(y0 + y1) / 2, (x0 + x1) / 2] for y0, x0, y1, x1 in self._boxes])
         text = [f"{'↑' if d.polarity == 'up' else '↻'} {d.confidence:.0%}{' ✎' if d.overridden else ''}" for d in self.decisions]
         colours = [COLOURS[self._state(i)] for i in range(len(self.decisions))]
+        style = {"string": "{label}", "color": "yellow", "size": 9, "anchor": "upper_left"}
         if self.marks_layer is not None and self.marks_layer in self.viewer.layers:
             self.marks_layer.data = centres
             self.marks_layer.features = {"label": text}
             self.marks_layer.face_color = colours
-            self.marks_layer.text = {"string": "{label}", "color": "yellow", "size": 9, "anchor": "upper_left"}
+            self.marks_layer.text = style
         else:
-            self.marks_layer = self.viewer.add_points(
-                centres, name="polarity", size=6, scale=self._scale, face_color=colours, features={"label": text},
-                text={"string": "{label}", "color": "yellow", "size": 9, "anchor": "upper_left"})
+            self.marks_layer = self.viewer.add_points(centres, name="polarity", size=6, scale=self._scale, face_color=colours,
+                                                      features={"label": text}, text=style)
 
     def _update_sheet(self):
         if not self.decisions:
             return
-        self._update_marks()
-        sheet, _ = layout([oriented_image(im, d) for im, d in zip(self.images, self.decisions)], self.classes)
+        sheet, _ = layout([self.upright(i) for i in range(len(self.decisions))], self.classes)
         if self.sheet_layer is not None and self.sheet_layer in self.viewer.layers:
             self.sheet_layer.data = sheet
         else:
@@ -336,6 +342,7 @@ class KaryogramWidget(WorkerHost, QWidget):
         self.decisions[i] = self.decisions[i].flipped()
         self.confirmed[i] = False
         self._after_review(i)
+        self._update_sheet()
 
     def confirm(self, i: int):
         """Mark crop ``i``'s current polarity as checked by the reviewer (toggles)."""
@@ -344,7 +351,7 @@ class KaryogramWidget(WorkerHost, QWidget):
 
     def _after_review(self, i: int):
         self._render(i)
-        self._update_sheet()
+        self._update_marks()
         self.autosave()
 
     # ---------------------------------------------------------------- saving

@@ -19,31 +19,18 @@ from typing import Dict, Optional
 import numpy as np
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
-    QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
-    QPushButton, QSlider, QSpinBox, QVBoxLayout, QWidget,
+    QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
+    QPushButton, QSlider, QVBoxLayout, QWidget,
 )
 
 from .._layers import class_colour, points_to_table, table_to_points
 from ..engine.io import read_coordinates, write_coordinates
+from ._form import refill_combo, spin
 from ._worker import WorkerHost
 from ._worker import notify as _notify
 from ._worker import notify_error as _notify_error
 
 AUTOSAVE_DIR = Path.home() / ".napari-bioid" / "autosave"
-
-
-def _spin(lo, hi, value, step=None, suffix="", special="", decimals=None):
-    """A QSpinBox (int bounds) or QDoubleSpinBox (float bounds) set up in one call."""
-    box = QDoubleSpinBox() if isinstance(lo, float) or isinstance(value, float) else QSpinBox()
-    if decimals is not None:
-        box.setDecimals(decimals)
-    box.setRange(lo, hi)
-    if step is not None:
-        box.setSingleStep(step)
-    box.setSuffix(suffix)
-    box.setSpecialValueText(special)
-    box.setValue(value)
-    return box
 
 
 class LossPlot(QWidget):
@@ -125,9 +112,9 @@ class PickingWidget(WorkerHost, QWidget):
 
         box = QGroupBox("Annotate")
         f = QFormLayout(box)
-        self.class_spin = _spin(1, 255, 1)
+        self.class_spin = spin(1, 255, 1)
         self.class_spin.valueChanged.connect(self._class_changed)
-        self.diameter_spin = _spin(1.0, 200.0, 11.0, suffix=" vox")
+        self.diameter_spin = spin(1.0, 200.0, 11.0, suffix=" vox")
         self.diameter_spin.valueChanged.connect(self._diameter_changed)
         self.annotate_btn = QPushButton("Annotate (new or restored points layer)")
         self.annotate_btn.clicked.connect(self.start_annotation)
@@ -143,7 +130,7 @@ class PickingWidget(WorkerHost, QWidget):
         f = QFormLayout(box)
         self.shape_combo = QComboBox()
         self.shape_combo.addItems(["sphere", "gaussian", "cube"])
-        self.radius_spin = _spin(0, 50, 0, special="from diameter")
+        self.radius_spin = spin(0, 50, 0, special="from diameter")
         self.preview_btn = QPushButton("Preview weak labels")
         self.preview_btn.clicked.connect(self.preview_labels)
         f.addRow("shape", self.shape_combo)
@@ -153,10 +140,10 @@ class PickingWidget(WorkerHost, QWidget):
 
         box = QGroupBox("Train")
         f = QFormLayout(box)
-        self.epochs_spin = _spin(1, 1000, 20)
-        self.block_spin = _spin(16, 256, 40, step=8)
-        self.pad_spin = _spin(0, 64, 6)
-        self.lr_spin = _spin(1e-5, 1e-1, 2e-3, step=1e-4, decimals=5)
+        self.epochs_spin = spin(1, 1000, 20)
+        self.block_spin = spin(16, 256, 40, step=8)
+        self.pad_spin = spin(0, 64, 6)
+        self.lr_spin = spin(1e-5, 1e-1, 2e-3, step=1e-4, decimals=5)
         self.net_combo = QComboBox()
         self.net_combo.addItems(["small (8, 16, 32): CPU", "full (24, 48, 72, 108): GPU"])
         self.model_out = QLineEdit(str(Path.home() / "napari-bioid-picker.pt"))
@@ -183,7 +170,7 @@ class PickingWidget(WorkerHost, QWidget):
         row = QHBoxLayout()
         row.addWidget(self.model_in)
         row.addWidget(browse)
-        self.threshold_spin = _spin(0.01, 0.99, 0.5, step=0.05)
+        self.threshold_spin = spin(0.01, 0.99, 0.5, step=0.05)
         self.score_slider = QSlider(Qt.Horizontal)
         self.score_slider.setRange(0, 100)
         self.score_slider.setValue(20)
@@ -192,7 +179,7 @@ class PickingWidget(WorkerHost, QWidget):
         srow = QHBoxLayout()
         srow.addWidget(self.score_slider)
         srow.addWidget(self.score_label)
-        self.distance_spin = _spin(0.0, 200.0, 0.0, suffix=" vox", special="radius + 1")
+        self.distance_spin = spin(0.0, 200.0, 0.0, suffix=" vox", special="radius + 1")
         self.distance_spin.valueChanged.connect(self._refilter)
         self.pick_btn = QPushButton("Pick")
         self.pick_btn.clicked.connect(self.pick)
@@ -235,14 +222,7 @@ class PickingWidget(WorkerHost, QWidget):
         return [l for l in self.viewer.layers if isinstance(l, Image) and l.ndim == 3]
 
     def _refresh_layers(self, event=None):
-        current = self.tomo_combo.currentText()
-        self.tomo_combo.blockSignals(True)
-        self.tomo_combo.clear()
-        names = [l.name for l in self._image_layers()]
-        self.tomo_combo.addItems(names)
-        if current in names:
-            self.tomo_combo.setCurrentText(current)
-        self.tomo_combo.blockSignals(False)
+        refill_combo(self.tomo_combo, [l.name for l in self._image_layers()])
         self._tomogram_changed()
 
     @property
