@@ -6,17 +6,27 @@ stride 1, zero "same" padding), which turns every blob into a hill whose top
 is the blob's centre and whose height grows with the blob's volume. Local
 maxima (voxels equal to a 3D max-pool of kernel 5 of the pooled volume) above
 a floor are candidate centres, scored by their pooled value in [0, 1].
+
+Bounded whatever the network outputs: a plateau of equal maxima (a saturated,
+mostly-foreground segmentation of an untrained network) is one candidate at
+its centroid, not one per voxel; at most ``max_candidates`` per class are kept
+(the highest, with a warning); pruning runs greedily in score order over a
+uniform grid, so its memory is linear in the number of candidates.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, Optional, Union
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from scipy.spatial import cKDTree
+from scipy import ndimage
+
+#: default cap on the NMS candidates of one class (far above any real particle count of a tomogram)
+MAX_CANDIDATES = 50_000
 
 from ..io.coords import empty_table, make_table, table_zyx
 from ..progress import ProgressCallback, check_cancel, report
@@ -80,9 +90,23 @@ def avgpool_peaks(mask: np.ndarray, n_pools: int = 6, kernel: int = 5, maxpool_k
         for _ in range(int(n_pools)):
             x = _box(x, kernel, torch.add, 0.0).div_(norm)
         peaks = (x == _box(x, maxpool_kernel, torch.maximum, float("-inf"))) & (x > floor)
-        idx = torch.nonzero(peaks).numpy()
-        score = x[peaks].numpy()
-    return idx + np.asarray(lo), score.astype(np.float32)
+        pooled = x.numpy()
+        peaks = peaks.numpy()
+    # Neighbouring maxima of equal height form a plateau (a saturated region): one candidate each,
+    # at the plateau's centroid, instead of one per voxel.
+    lab, n = ndimage.label(peaks, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return np.zeros((0, 3), np.int64), np.zeros(0, np.float32)
+    idx = np.argwhere(peaks)
+    comp = lab[peaks] - 1
+    counts = np.bincount(comp, minlength=n)
+    if counts.max() == 1:  # the usual case: isolated maxima
+        zyx = idx
+    else:
+        sums = np.stack([np.bincount(comp, weights=idx[:, a], minlength=n) for a in range(3)], axis=1)
+        zyx = np.rint(sums / counts[:, None]).astype(np.int64)
+    score = ndimage.maximum(pooled, lab, index=np.arange(1, n + 1)) if counts.max() > 1 else pooled[peaks]
+    return zyx + np.asarray(lo), np.asarray(score, np.float32)
 
 
 def find_candidates(
@@ -95,11 +119,15 @@ def find_candidates(
     floor: float = 0.1,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[Any] = None,
+    max_candidates: Optional[int] = MAX_CANDIDATES,
 ) -> pd.DataFrame:
     """All average-pool maxima of a :class:`~.inference.Segmentation`, per class, unpruned.
 
     Voxels with foreground probability ≥ ``threshold`` are binarised into
-    their class; each class's mask goes through :func:`avgpool_peaks`.
+    their class; each class's mask goes through :func:`avgpool_peaks`. A class
+    with more than ``max_candidates`` maxima (an untrained or diverged network)
+    keeps its highest ``max_candidates`` and a :class:`UserWarning` says so;
+    ``None`` keeps all.
 
     Returns
     -------
@@ -113,6 +141,14 @@ def find_candidates(
         check_cancel(cancel)
         report(progress, c - 1, n_classes, f"NMS class {c}")
         zyx, score = avgpool_peaks(fg & (segmentation.class_map == c), n_pools, kernel, maxpool_kernel, floor)
+        if max_candidates is not None and len(zyx) > max_candidates:
+            warnings.warn(
+                f"class {c}: {len(zyx):,} NMS candidates (is the network trained? {float(fg.mean()):.0%} of the tomogram "
+                f"is foreground); keeping the {max_candidates:,} highest",
+                stacklevel=2,
+            )
+            top = np.argsort(-score, kind="stable")[:max_candidates]
+            zyx, score = zyx[top], score[top]
         if len(zyx):
             tables.append(make_table(zyx, c, score))
     report(progress, n_classes, n_classes, "NMS done")
@@ -147,11 +183,51 @@ def prune_picks(candidates: pd.DataFrame, min_score: float = 0.0, distance: Unio
         radii = np.array([float(distance.get(int(c), max(distance.values()))) for c in picks["class_id"]])
     else:
         radii = np.full(len(picks), float(distance))
-    tree = cKDTree(zyx)
-    neighbours = tree.query_ball_point(zyx, r=radii.max() - 1e-9)
-    kept = np.zeros(len(picks), bool)
-    for i in range(len(picks)):
-        d = [j for j in neighbours[i] if kept[j] and np.linalg.norm(zyx[i] - zyx[j]) < radii[i]]
-        if not d:
+    return picks[greedy_suppress(zyx, radii)].reset_index(drop=True)
+
+
+def greedy_suppress(zyx: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """Greedy distance suppression of points given in priority order.
+
+    Point ``i`` is kept unless an already kept point lies closer than
+    ``radii[i]``. Kept points are binned into a uniform grid of cell size
+    ``max(radii)``, so each test looks at the 27 neighbouring cells only:
+    memory O(n), time O(n × kept points per cell), whatever the density.
+
+    Parameters
+    ----------
+    zyx : float (n, 3)
+        Positions (voxels), highest priority first.
+    radii : float (n,)
+        Suppression distance of each point (voxels).
+
+    Returns
+    -------
+    bool (n,) mask of the kept points.
+    """
+    n = len(zyx)
+    kept = np.zeros(n, bool)
+    if n == 0:
+        return kept
+    cell = max(float(np.max(radii)), 1e-6)
+    keys = np.floor(zyx / cell).astype(np.int64)
+    grid: Dict[tuple, list] = {}
+    pts = zyx.tolist()
+    offsets = [(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)]
+    for i in range(n):
+        kz, ky, kx = keys[i].tolist()
+        z, y, x = pts[i]
+        r2 = float(radii[i]) ** 2
+        close = False
+        for dz, dy, dx in offsets:
+            for j in grid.get((kz + dz, ky + dy, kx + dx), ()):
+                pz, py, px = pts[j]
+                if (z - pz) ** 2 + (y - py) ** 2 + (x - px) ** 2 < r2:
+                    close = True
+                    break
+            if close:
+                break
+        if not close:
             kept[i] = True
-    return picks[kept].reset_index(drop=True)
+            grid.setdefault((kz, ky, kx), []).append(i)
+    return kept

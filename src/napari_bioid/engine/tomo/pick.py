@@ -14,7 +14,8 @@ import pandas as pd
 from ..progress import ProgressCallback, check_cancel
 from .config import PickerModel
 from .inference import Segmentation, segment
-from .nms import find_candidates, prune_picks
+from ..io.coords import empty_table
+from .nms import MAX_CANDIDATES, find_candidates, prune_picks
 from .preprocess import Normalizer
 
 #: default minimum pick score (pooled blob value); calibrated on the DeepFinder toy set
@@ -38,12 +39,15 @@ class PickResult:
     candidates : DataFrame
         All NMS maxima above the floor, before pruning.
     segmentation : Segmentation
+    skipped : str or None
+        Why NMS was skipped (see ``max_foreground`` of :func:`pick`), else None.
     """
 
     picks: pd.DataFrame
     candidates: pd.DataFrame
     segmentation: Segmentation
     model: PickerModel
+    skipped: Optional[str] = None
 
     def refilter(self, min_score: float = DEFAULT_MIN_SCORE, distance: Union[float, Dict[int, float], None] = None) -> pd.DataFrame:
         """Prune the stored candidates again with new settings (milliseconds)."""
@@ -64,6 +68,8 @@ def pick(
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[Any] = None,
     normalizer: Optional[Normalizer] = None,
+    max_foreground: Optional[float] = None,
+    max_candidates: Optional[int] = MAX_CANDIDATES,
 ) -> PickResult:
     """Pick particles in a tomogram.
 
@@ -82,6 +88,12 @@ def pick(
         Average-pool repetitions k; default max diameter / 4 + 1.
     batch_size, pad_size, device, progress, cancel
         See :func:`.inference.segment`.
+    max_foreground : float, optional
+        When more than this fraction of the tomogram is foreground (an
+        untrained network), skip NMS and return no picks, with the reason in
+        ``result.skipped`` (used by validation during training).
+    max_candidates : int or None
+        Cap on the NMS candidates per class (see :func:`.nms.find_candidates`).
 
     Returns
     -------
@@ -109,7 +121,13 @@ def pick(
         if progress is not None:
             progress(blocks_total[0] + done, blocks_total[0] + total, msg)
 
-    candidates = find_candidates(seg, n_classes, threshold, n_pools or model.config.n_pools, progress=nms_progress, cancel=cancel)
+    if max_foreground is not None:
+        fraction = float(np.count_nonzero(seg.probability >= threshold)) / max(seg.probability.size, 1)
+        if fraction > max_foreground:
+            empty = empty_table()
+            return PickResult(empty, empty, seg, model, skipped=f"{fraction:.0%} of the tomogram is foreground (> {max_foreground:.0%})")
+    candidates = find_candidates(seg, n_classes, threshold, n_pools or model.config.n_pools, progress=nms_progress, cancel=cancel,
+                                 max_candidates=max_candidates)
     result = PickResult(candidates.iloc[:0], candidates, seg, model)
     result.refilter(min_score, distance)
     return result
