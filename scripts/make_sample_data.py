@@ -1,7 +1,7 @@
 """Make the bundled sample tomogram with its truth picks.
 
-Run:  python scripts/make_sample_data.py   (writes sample_data/sample_tomogram.mrc,
-sample_data/sample_truth.csv and sample_data/sample_params.json; ~10 s)
+Run:  python scripts/make_sample_data.py   (writes src/napari_bioid/sample_data/sample_tomogram.mrc,
+src/napari_bioid/sample_data/sample_truth.csv and src/napari_bioid/sample_data/sample_params.json; ~10 s)
 
 A 64 × 128 × 128 tomogram at 10 Å/voxel simulated by
 ``napari_bioid.engine.tomo.simulate`` from the real density maps (4V94, 4CR2,
@@ -17,7 +17,7 @@ from napari_bioid.cli import default_structures_dir
 from napari_bioid.engine.io import write_coordinates, write_mrc
 from napari_bioid.engine.tomo.simulate import SimulationParams, load_structures, params_dict, simulate_tomogram
 
-OUT = Path(__file__).resolve().parents[1] / "sample_data"
+OUT = Path(__file__).resolve().parents[1] / "src" / "napari_bioid" / "sample_data"
 PARAMS = SimulationParams(shape_zyx=(64, 128, 128), voxel_size_A=10.0, n_particles=30, n_vesicles=1, n_fiducials=3, seed=2026)
 
 

@@ -32,7 +32,7 @@ def test_default_model_picks_a_fresh_simulation():
 def test_pick_without_model_uses_the_shipped_one(tmp_path, capsys):
     from napari_bioid.cli import main
 
-    sample = default_model_path().parents[3] / "sample_data" / "sample_tomogram.mrc"
+    sample = default_model_path().parents[1] / "sample_data" / "sample_tomogram.mrc"
     if not sample.is_file():
         pytest.skip("sample data not in this installation")
     assert main(["tomo", "pick", str(sample), "--out", str(tmp_path / "p.csv"), "--truth", str(sample.with_name("sample_truth.csv"))]) == 0

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample_data"
+SAMPLE_DIR = Path(__file__).resolve().parent / "sample_data"  # inside the package: ships in the wheel
 
 
 def sample_tomogram():
-    """Image layer of ``sample_data/sample_tomogram.mrc`` and a points layer of its truth."""
+    """Image layer of the bundled ``sample_data/sample_tomogram.mrc`` and a points layer of its truth."""
     from ._reader import read_coordinates_layer, read_tomogram_layer
 
     image = read_tomogram_layer(SAMPLE_DIR / "sample_tomogram.mrc")

@@ -4,25 +4,16 @@ from __future__ import annotations
 
 from typing import List
 
-from ._layers import points_to_table
-from .engine.io import write_coordinates
-
-
-def _voxel_size(attributes: dict):
-    meta = attributes.get("metadata") or {}
-    if meta.get("voxel_size"):
-        return float(meta["voxel_size"])
-    scale = attributes.get("scale")
-    if scale is not None and float(scale[-1]) != 1.0:
-        return float(scale[-1])
-    return None
+from ._layers import save_points_layer
 
 
 def write_points(path: str, data, attributes: dict) -> List[str]:
-    """Write one points layer; the format follows the suffix (.csv or .star).
+    """Write one points layer; the format follows the suffix (.csv or .star; none → .csv).
 
-    napari asks before overwriting; an existing file is kept as ``<name>.bak``.
+    The columns are those of the picking widget's Export (class names, the
+    tomogram name and RELION 5 centred Å coordinates come from the layer's
+    metadata). napari asks before overwriting; an existing file is kept as
+    ``<name>.bak``.
     """
-    table = points_to_table(data, attributes.get("features"))
-    write_coordinates(table, path, voxel_size=_voxel_size(attributes), overwrite=True)
-    return [path]
+    out = save_points_layer(path, data, attributes.get("features"), attributes.get("metadata"), attributes.get("scale"))
+    return [str(out)]

@@ -182,7 +182,7 @@ def _tomo_pick(args) -> int:
                    distance=args.distance, batch_size=args.batch_size, device=args.device, progress=bar)
     finally:
         bar.close()
-    picks = res.picks
+    picks = res.picks.drop(columns=["pick_id", "source"], errors="ignore")
     names = {c.class_id: c.name for c in model.config.classes}
     picks["class_name"] = picks["class_id"].map(names)
     write_coordinates(picks, args.out, voxel_size, vol.shape, overwrite=args.overwrite)

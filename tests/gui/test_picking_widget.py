@@ -41,7 +41,9 @@ def test_full_flow_annotate_train_pick_filter_export(viewer_widget, qtbot, tmp_p
     qtbot.waitUntil(lambda: w.sidecar_path().is_file(), timeout=3000)
     assert len(read_coordinates(w.sidecar_path())) == 12  # autosaved
 
-    labels = w.preview_labels()
+    w.preview_labels()
+    _wait(qtbot, w)
+    labels = viewer.layers["sample_tomogram weak labels"]
     assert set(np.unique(labels.data)) == {0, 1, 2}
 
     # train one tiny epoch
@@ -56,7 +58,7 @@ def test_full_flow_annotate_train_pick_filter_export(viewer_widget, qtbot, tmp_p
 
     # pick with the shipped default model
     w.model_in.setText("")
-    w.score_slider.setValue(0)
+    w.set_min_score(0)
     w.pick()
     _wait(qtbot, w)
     n_all = len(w.picks_layer.data)
@@ -64,7 +66,7 @@ def test_full_flow_annotate_train_pick_filter_export(viewer_widget, qtbot, tmp_p
     assert set(w.picks_layer.features.columns) >= {"class_id", "score"}
 
     # the score slider re-filters at once, without the network
-    w.score_slider.setValue(35)
+    w.set_min_score(0.35)
     n_high = len(w.picks_layer.data)
     assert 0 < n_high < n_all
     assert (w.picks_layer.features["score"] >= 0.35).all()

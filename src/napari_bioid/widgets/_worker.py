@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from qtpy.QtCore import QObject, Signal
 
@@ -15,6 +17,30 @@ def notify_error(exc) -> None:
     from ..engine.errors import Cancelled
 
     show_error(str(exc) if not isinstance(exc, Cancelled) else "cancelled")
+
+
+def warm_up_imports(modules: Sequence[str] = ("torch",)) -> threading.Thread:
+    """Import heavy modules (torch: ~2 s) in a background thread, so no click waits for them on the GUI thread."""
+
+    def run():
+        import importlib
+
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # the action that needs it reports the error
+                pass
+
+    thread = threading.Thread(target=run, name="bioid-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+class _Failure:
+    """An exception raised by a job, returned (not raised) so napari does not also report it with a traceback."""
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
 
 
 def notify(msg: str) -> None:
@@ -39,11 +65,22 @@ def run_in_worker(func: Callable, on_done: Callable, on_error: Callable, relay: 
     """
     from napari.qt.threading import create_worker
 
+    from ..engine.errors import Cancelled
+
     def job():
-        return func(progress=lambda d, t, m="": relay.progress.emit(int(d), int(t), str(m)), cancel=cancel)
+        try:
+            return func(progress=lambda d, t, m="": relay.progress.emit(int(d), int(t), str(m)), cancel=cancel)
+        except Cancelled as exc:  # a normal end, not an error
+            return _Failure(exc)
+        except Exception as exc:  # reported once, as one notification; the traceback goes to the log
+            logging.getLogger("napari_bioid").error("worker failed", exc_info=sys.exc_info())
+            return _Failure(exc)
+
+    def returned(result):
+        (on_error(result.exc) if isinstance(result, _Failure) else on_done(result))
 
     worker = create_worker(job, _start_thread=False)
-    worker.returned.connect(on_done)
+    worker.returned.connect(returned)
     worker.errored.connect(on_error)
     if on_finish is not None:
         worker.finished.connect(on_finish)
@@ -96,8 +133,12 @@ class WorkerHost:
     def _failed(self, exc):
         from ..engine.errors import Cancelled
 
-        notify_error(exc)
-        self.status.setText(f"failed: {exc}" if not isinstance(exc, Cancelled) else "cancelled")
+        if isinstance(exc, Cancelled):
+            notify("cancelled")
+            self.status.setText("cancelled")
+        else:
+            notify_error(exc)
+            self.status.setText(f"failed: {exc}")
 
     def _finished(self):
         self._worker = None

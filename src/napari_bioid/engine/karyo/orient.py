@@ -23,7 +23,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -31,8 +31,10 @@ from ..errors import BioidInputError
 from ..io.atomic import PathLike, atomic_write
 from ..progress import ProgressCallback, check_cancel, report
 from .data import read_crop
-from .polarity import PolarityModel, load_polarity_model
 from .rotate import rotate_image, to_grey, upright_angle
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .polarity import PolarityModel
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 COLUMNS = ["file", "upright_angle_deg", "polarity", "p_up", "total_rotation_deg", "overridden"]
@@ -83,7 +85,10 @@ def orient_images(images: Sequence[np.ndarray], names: Optional[Sequence[str]] =
     Cancelled
         ``cancel`` was set.
     """
-    model = model or load_polarity_model()
+    if model is None:
+        from .polarity import load_polarity_model
+
+        model = load_polarity_model()
     names = list(names) if names is not None else [f"crop_{i:04d}" for i in range(len(images))]
     if len(names) != len(images):
         raise BioidInputError(f"{len(names)} names for {len(images)} crops")

@@ -10,14 +10,53 @@ Typical use::
     picks = pick(vol.data, model).picks
 """
 
-from .config import PickerConfig, PickerModel, ParticleClass, load_picker
-from .evaluate import evaluate_picks, match_points
-from .inference import Segmentation, segment
-from .labels import label_kernel, make_weak_labels
-from .nms import avgpool_peaks, find_candidates, prune_picks
-from .pick import DEFAULT_MIN_SCORE, DEFAULT_THRESHOLD, PickResult, pick
-from .sampler import Augmenter, SubtomogramSampler
-from .training import train_picker, validation_f1
+import importlib
+from typing import TYPE_CHECKING
+
+# Names are loaded on first use (PEP 562) so that importing a light submodule (a widget's
+# helpers, file formats) does not import torch.
+_WHERE = {
+    "PickerConfig": "config",
+    "PickerModel": "config",
+    "ParticleClass": "config",
+    "load_picker": "config",
+    "evaluate_picks": "evaluate",
+    "match_points": "evaluate",
+    "Segmentation": "inference",
+    "segment": "inference",
+    "label_kernel": "labels",
+    "make_weak_labels": "labels",
+    "avgpool_peaks": "nms",
+    "find_candidates": "nms",
+    "prune_picks": "nms",
+    "DEFAULT_MIN_SCORE": "picking",
+    "DEFAULT_THRESHOLD": "picking",
+    "PickResult": "picking",
+    "pick": "picking",
+    "Augmenter": "sampler",
+    "SubtomogramSampler": "sampler",
+    "train_picker": "training",
+    "validation_f1": "training",
+}
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import PickerConfig, PickerModel, ParticleClass, load_picker
+    from .evaluate import evaluate_picks, match_points
+    from .inference import Segmentation, segment
+    from .labels import label_kernel, make_weak_labels
+    from .nms import avgpool_peaks, find_candidates, prune_picks
+    from .picking import DEFAULT_MIN_SCORE, DEFAULT_THRESHOLD, PickResult, pick
+    from .sampler import Augmenter, SubtomogramSampler
+    from .training import train_picker, validation_f1
 
 __all__ = [
     "Augmenter", "DEFAULT_MIN_SCORE", "DEFAULT_THRESHOLD", "ParticleClass", "PickResult", "PickerConfig", "PickerModel",

@@ -25,7 +25,7 @@ from ..train.optim import make_adamw_onecycle, pick_device, seed_everything
 from .config import PickerConfig, PickerModel
 from .evaluate import evaluate_picks, pool_tomograms
 from .labels import make_weak_labels
-from .pick import pick
+from .picking import pick
 from .preprocess import Normalizer
 from .sampler import Augmenter, SubtomogramSampler
 
