@@ -117,8 +117,9 @@ def save_points_layer(path, data, features, metadata: Optional[dict], scale=None
     table = points_to_table(data, features)
     names = {int(k): v for k, v in (meta.get("class_names") or {}).items()}
     table["class_name"] = [names.get(int(c), f"class{int(c)}") for c in table["class_id"]]
-    if "pick_id" in table:
-        table = table.drop(columns=["pick_id"])
+    table = table.drop(columns=[c for c in ("pick_id",) if c in table])
+    if "source" in table:  # after class_name: x,y,z,class_id,score,x_A,y_A,z_A,class_name,source
+        table["source"] = table.pop("source")
     shape = meta.get("shape")
     return write_coordinates(table, with_suffix_for_points(path), layer_voxel_size(meta, scale),
                              tuple(shape) if shape is not None else None, overwrite=overwrite, tomo_name=meta.get("tomogram"))

@@ -128,3 +128,53 @@ def test_image_and_labels_layers(widget, held_out_case, qtbot):
     assert len(marks.data) == 5 and len(marks.features["label"]) == 5
     qtbot.mouseClick(w.tiles[2].image, Qt.LeftButton)
     assert "✎" in marks.features["label"][2] and "✎" not in marks.features["label"][1]
+
+
+def test_review_guards_and_honest_numbers(widget, held_out_case, qtbot, tmp_path):
+    """Issue 16.8: no export over the input crops, the status count follows the threshold, a flipped
+    tile shows the probability of the reviewer's polarity."""
+    from napari_bioid.engine.errors import BioidInputError
+    from napari_bioid.widgets.karyo import decision_confidence
+
+    viewer, w = widget
+    src = _rotated_folder(held_out_case, tmp_path / "crops", n=8)
+    before = {p: p.read_bytes() for p in src.rglob("*.png")}
+    w.folder.setText(str(src))
+    w.orient()
+    qtbot.waitUntil(lambda: not w.busy, timeout=120_000)
+    with pytest.raises(BioidInputError, match="input folder"):
+        w.export(src)
+    assert {p: p.read_bytes() for p in src.rglob("*.png")} == before and not list(src.rglob("*.bak"))
+
+    confidences = sorted(d.confidence for d in w.decisions)
+    for t in (0.5, confidences[3] + 1e-3, 1.0):
+        w.threshold.setValue(t)
+        expected = sum(c < w.threshold.value() for c in confidences)
+        assert f"{expected} to review" in w.status.text()
+
+    i = 0
+    p_call = w.decisions[i].confidence
+    qtbot.mouseClick(w.tiles[i].image, Qt.LeftButton)
+    assert decision_confidence(w.decisions[i]) == pytest.approx(1 - p_call)
+    assert f"{1 - p_call:.0%}" in w.tiles[i].caption.text() and f"{p_call:.0%}" not in w.tiles[i].caption.text().split("\n")[1]
+
+
+def test_labels_gallery_fits_the_dock(widget, held_out_case, qtbot):
+    viewer, w = widget
+    canvas = np.full((140, 820), 255, np.uint8)
+    labels = np.zeros(canvas.shape, np.int32)
+    for i, c in enumerate(held_out_case[:10]):
+        img = read_crop(c.path)[:130, :80]
+        mask = img < 230
+        canvas[5 : 5 + mask.shape[0], 2 + 82 * i : 2 + 82 * i + mask.shape[1]][mask] = img[mask]
+        labels[5 : 5 + mask.shape[0], 2 + 82 * i : 2 + 82 * i + mask.shape[1]][mask] = i + 1
+    viewer.add_image(canvas, name="metaphase")
+    viewer.add_labels(labels, name="chromosomes")
+    w.mode.setCurrentIndex(1)
+    w.image_combo.setCurrentText("metaphase")
+    w.labels_combo.setCurrentText("chromosomes")
+    w.orient()
+    qtbot.waitUntil(lambda: not w.busy, timeout=120_000)
+    qtbot.wait(100)
+    assert len(w.tiles) == 10
+    assert w.gallery.sizeHint().width() <= w.scroll.viewport().width(), (w.gallery.sizeHint().width(), w.scroll.viewport().width())

@@ -30,19 +30,28 @@ from ..engine.errors import BioidInputError
 from ..engine.karyo.karyogram import ORDER, chromosome_name, layout
 from ..engine.karyo.orient import Decision, oriented_image, read_decisions, write_decisions, write_oriented
 from ._form import refill_combo, spin
-from ._worker import WorkerHost, notify, notify_error
+from ._worker import WorkerHost, notify, notify_error, warm_up_imports
 
 AUTOSAVE_DIR = Path.home() / ".napari-bioid" / "autosave"
 TILE_HEIGHT = 100
 COLOURS = {"low": "#f39c12", "overridden": "#3498db", "confirmed": "#2ecc71", "plain": "#555555"}
 
 
-def _pixmap(grey: np.ndarray, height: int = TILE_HEIGHT, zoom: float = 1.5) -> QPixmap:
-    """A crop at a common zoom (so relative chromosome lengths stay visible), at most ``height`` px tall."""
+TILE_WIDTH = 84
+
+
+def _pixmap(grey: np.ndarray, height: int = TILE_HEIGHT, zoom: float = 1.5, width: int = TILE_WIDTH) -> QPixmap:
+    """A crop at a common zoom (so relative chromosome lengths stay visible), within ``width`` × ``height`` px."""
     grey = np.ascontiguousarray(grey, dtype=np.uint8)
     h, w = grey.shape
     img = QImage(grey.data, w, h, w, QImage.Format_Grayscale8).copy()
-    return QPixmap.fromImage(img).scaledToHeight(max(1, int(min(height, h * zoom))), Qt.SmoothTransformation)
+    f = min(zoom, height / max(h, 1), width / max(w, 1))
+    return QPixmap.fromImage(img).scaled(max(1, int(w * f)), max(1, int(h * f)), Qt.KeepAspectRatio, Qt.SmoothTransformation)
+
+
+def decision_confidence(d: Decision) -> float:
+    """The classifier's probability of the *final* polarity (the reviewer's, when overridden)."""
+    return float(d.p_up if d.polarity == "up" else 1.0 - d.p_up)
 
 
 class CropTile(QFrame):
@@ -78,7 +87,8 @@ class CropTile(QFrame):
     def show_state(self, grey: np.ndarray, decision: Decision, label: str, state: str):
         self.image.setPixmap(_pixmap(grey))
         arrow = "p↑" if decision.polarity == "up" else "p↓→↑"
-        self.caption.setText(f"{label}\n{arrow} {decision.confidence:.0%}" + (" ✎" if decision.overridden else ""))
+        self.caption.setText(f"{label}\n{arrow} {decision_confidence(decision):.0%}" + (" ✎" if decision.overridden else ""))
+        self.caption.setToolTip("the classifier's probability of the polarity shown" + (" (set by the reviewer ✎)" if decision.overridden else ""))
         self.ok_btn.setChecked(state == "confirmed")
         self.setStyleSheet(f"CropTile {{ border: 2px solid {COLOURS[state]}; border-radius: 3px; }}")
         self.state = state
@@ -106,6 +116,7 @@ class KaryogramWidget(WorkerHost, QWidget):
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self._refresh_layers()
+        warm_up_imports(("torch",))
 
     # ---------------------------------------------------------------- UI
     def _build(self):
@@ -131,7 +142,7 @@ class KaryogramWidget(WorkerHost, QWidget):
         form.addRow("Model", self.model_in)
         self.threshold = spin(0.5, 1.0, 0.9, 0.01, decimals=2)
         self.threshold.setToolTip("crops the classifier is less sure of than this are outlined for review")
-        self.threshold.valueChanged.connect(lambda *_: self._restyle())
+        self.threshold.valueChanged.connect(lambda *_: (self._restyle(), self._summarise()))
         form.addRow("Review below", self.threshold)
         self.sort = QComboBox()
         self.sort.addItems(["karyogram order", "least confident first"])
@@ -162,6 +173,8 @@ class KaryogramWidget(WorkerHost, QWidget):
         self.grid.setSpacing(4)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # tiles wrap to the dock's width instead
+        self.scroll = scroll
         scroll.setWidget(self.gallery)
         scroll.setMinimumHeight(320)
         root.addWidget(scroll, stretch=1)
@@ -185,6 +198,7 @@ class KaryogramWidget(WorkerHost, QWidget):
     def _finished(self):
         super()._finished()
         self.export_btn.setEnabled(bool(self.decisions))
+        self._summarise()
 
     def _inputs(self):
         """(source key, crops, names, classes) from the folder or from the layers; raises BioidInputError."""
@@ -210,19 +224,21 @@ class KaryogramWidget(WorkerHost, QWidget):
 
     def orient(self):
         """Run the chain on the chosen input in a worker thread; fills the gallery when done."""
-        from ..engine.karyo.orient import orient_images
-        from ..engine.karyo.polarity import load_polarity_model
-
         try:
             self._boxes = None
             source, items, names, classes, reader = self._inputs()
             model_path = self.model_in.text().strip() or None
-            model = load_polarity_model(model_path)
+            if model_path and not Path(model_path).expanduser().is_file():
+                raise BioidInputError(f"{model_path}: no such model file")
         except Exception as exc:
             notify_error(exc)
             return None
 
         def job(progress, cancel):
+            from ..engine.karyo.orient import orient_images
+            from ..engine.karyo.polarity import load_polarity_model
+
+            model = load_polarity_model(model_path)  # torch loads here, off the GUI thread
             images = [reader(f) for f in items] if reader else list(items)
             return source, images, names, classes, orient_images(images, names, model, progress=progress, cancel=cancel)
 
@@ -232,12 +248,19 @@ class KaryogramWidget(WorkerHost, QWidget):
         self.source, self.images, names, self.classes, self.decisions = result
         self._uprights = {}
         self.confirmed = [False] * len(self.decisions)
-        restored = self._restore()
+        self._restored = self._restore()
         self._populate()
-        n_down = sum(d.polarity == "down" for d in self.decisions)
-        self.status.setText(f"{len(self.decisions)} chromosomes, {n_down} turned 180°, {self.n_low} to review"
-                            + (f"; {restored} earlier review decisions restored" if restored else ""))
+        self._summarise()
         self.export_btn.setEnabled(True)
+
+    def _summarise(self):
+        """Status line: counts, and how many crops are below the review threshold now."""
+        if not self.decisions:
+            return
+        n_down = sum(d.polarity == "down" for d in self.decisions)
+        restored = getattr(self, "_restored", 0)
+        self.status.setText(f"{len(self.decisions)} chromosomes, {n_down} turned 180°, {self.n_low} to review (below "
+                            f"{self.threshold.value():.2f})" + (f"; {restored} earlier review decisions restored" if restored else ""))
 
     # ---------------------------------------------------------------- gallery
     def _label(self, i: int) -> str:
@@ -287,11 +310,24 @@ class KaryogramWidget(WorkerHost, QWidget):
                     self.grid.addWidget(self.tiles[i], r + k // 4, 1 + k % 4)
                 r += (len(members) + 3) // 4
         else:
-            columns = 4
+            columns = self._columns()
             for k, i in enumerate(order):
                 self.grid.addWidget(self.tiles[i], k // columns, k % columns)
+        self._laid_columns = self._columns()
         self._restyle()
         self._update_sheet()
+
+    def _columns(self) -> int:
+        """Tiles per row that fit the gallery's visible width (no horizontal scrolling)."""
+        width = self.scroll.viewport().width() if self.scroll.isVisible() else self.width()
+        return max(1, min(4, (width - 8) // (TILE_WIDTH + 14)))
+
+    def resizeEvent(self, event):
+        super().resizeEvent(event)
+        if self.tiles and not (self.sort.currentIndex() == 0 and any(self.classes)):
+            columns = self._columns()
+            if columns != getattr(self, "_laid_columns", None):
+                self._populate()
 
     def upright(self, i: int) -> np.ndarray:
         """Crop ``i`` as its current decision orients it (rotated once per decision, then reused)."""
@@ -315,7 +351,7 @@ class KaryogramWidget(WorkerHost, QWidget):
         if not self._boxes or len(self._boxes) != len(self.decisions):
             return
         centres = np.array([[(y0 + y1) / 2, (x0 + x1) / 2] for y0, x0, y1, x1 in self._boxes])
-        text = [f"{'↑' if d.polarity == 'up' else '↻'} {d.confidence:.0%}{' ✎' if d.overridden else ''}" for d in self.decisions]
+        text = [f"{'↑' if d.polarity == 'up' else '↻'} {decision_confidence(d):.0%}{' ✎' if d.overridden else ''}" for d in self.decisions]
         colours = [COLOURS[self._state(i)] for i in range(len(self.decisions))]
         style = {"string": "{label}", "color": "yellow", "size": 9, "anchor": "upper_left"}
         if self.marks_layer is not None and self.marks_layer in self.viewer.layers:
@@ -402,10 +438,21 @@ class KaryogramWidget(WorkerHost, QWidget):
     def export(self, folder) -> Path:
         """Write the upright crops and ``decisions.csv`` (overrides marked) to ``folder``.
 
-        Existing files there are replaced, each first kept as ``.bak``.
+        The input folder itself is refused (the originals are never replaced);
+        existing files elsewhere are replaced, each first kept as ``.bak``.
+
+        Raises
+        ------
+        BioidInputError
+            Nothing oriented yet, or ``folder`` is the input folder.
         """
         if not self.decisions:
             raise BioidInputError("nothing to export: orient some crops first")
+        if self.source and Path(self.source).is_dir():
+            src, dst = Path(self.source).resolve(), Path(folder).expanduser().resolve()
+            if dst == src:
+                raise BioidInputError(f"{folder} is the input folder: exporting there would replace the original crops; "
+                                      "choose another folder")
         path = write_oriented(folder, self.images, self.decisions, overwrite=True)
         notify(f"exported {len(self.decisions)} upright crops and {path.name} to {folder}")
         return path

@@ -595,7 +595,7 @@ class PickingWidget(WorkerHost, QWidget):
         res = self.result
         top = float(res.candidates["score"].max()) if res is not None and len(res.candidates) else 1.0
         self.score_slider.blockSignals(True)
-        self.score_slider.setMaximum(max(50, int(math.ceil(top * 1000))))
+        self.score_slider.setMaximum(max(50, int(math.floor(top * 1000))))  # the top pick stays at the far end
         self.score_slider.blockSignals(False)
         self._filters()
 
