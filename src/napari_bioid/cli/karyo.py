@@ -1,0 +1,122 @@
+"""``bioid karyo train|orient``: chromosome rotation and polarity."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..engine.errors import BioidInputError
+
+
+def _add_karyo(sub) -> None:
+    karyo = sub.add_parser("karyo", help="chromosome rotation and polarity (p-arm up)")
+    ksub = karyo.add_subparsers(dest="cmd", required=True)
+
+    tr = ksub.add_parser("train", help="train the polarity classifier on crops cut standing p-arm up")
+    tr.add_argument("--data", required=True, type=Path, help="folder <case>/<chromosome class>/<crop image>")
+    tr.add_argument("--out", required=True, type=Path, help="model file to write (.pt); metrics go to <out>.json")
+    tr.add_argument("--depth", type=int, default=18, choices=[18, 34, 50, 101], help="ResNet depth (the reference uses 101)")
+    tr.add_argument("--width", type=int, default=16, help="channels of the first ResNet stage (64 in the paper)")
+    tr.add_argument("--size", type=int, default=224, help="square input side in pixels")
+    tr.add_argument("--epochs", type=int, default=24)
+    tr.add_argument("--batch-size", type=int, default=32)
+    tr.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (× 0.1 at 60 %% and 90 %% of the epochs)")
+    tr.add_argument("--variants", type=int, default=2, help="random input angles per training crop")
+    tr.add_argument("--test-fraction", type=float, default=0.3, help="fraction of the cases held out for the test")
+    tr.add_argument("--max-cases", type=int, default=None, help="use at most this many training cases")
+    tr.add_argument("--workers", type=int, default=1, help="processes that prepare the crops")
+    tr.add_argument("--cache", type=Path, default=None, help="folder to keep the prepared crops in between runs")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--device", default=None)
+    tr.add_argument("--overwrite", action="store_true")
+
+    orr = ksub.add_parser("orient", help="turn every crop upright with the short arm up; write decisions.csv")
+    orr.add_argument("input", type=Path, help="folder of crops (searched recursively), or one whole image with --labels")
+    orr.add_argument("--out", required=True, type=Path, help="output folder (crops + decisions.csv)")
+    orr.add_argument("--labels", type=Path, default=None, help="instance labels image (0 = background) for a whole-image input")
+    orr.add_argument("--model", type=Path, default=None, help="polarity model file; default: the shipped model")
+    orr.add_argument("--karyogram", type=Path, default=None,
+                     help="also save a PNG sheet of the upright crops in karyogram order (class from folder names 1..22/X/Y)")
+    orr.add_argument("--overwrite", action="store_true")
+
+
+def _karyo_train(args) -> int:
+    from ..engine.io import atomic_write, prepare_output
+    from ..engine.karyo.polarity import save_polarity_model
+    from ..engine.karyo.training import train_from_folder
+    from ..engine.progress import TqdmProgress
+
+    prepare_output(args.out, args.overwrite)
+    metrics_path = args.out.with_suffix(".json")
+    prepare_output(metrics_path, args.overwrite)
+    if not 0 < args.test_fraction < 1:
+        raise BioidInputError("--test-fraction must be between 0 and 1")
+    bar = TqdmProgress("karyo")
+
+    def on_epoch(rec):
+        va = rec["val_accuracy"]
+        print(f"epoch {rec['epoch']:3d}  loss {rec['loss']:.4f}  train acc {rec['train_accuracy']:.4f}"
+              + ("" if va is None else f"  val acc {va:.4f}") + f"  ({rec['seconds']:.0f} s)", file=sys.stderr)
+
+    try:
+        model = train_from_folder(args.data, depth=args.depth, width=args.width, size=args.size, epochs=args.epochs,
+                                  batch_size=args.batch_size, lr=args.lr, variants=args.variants,
+                                  test_fraction=args.test_fraction, max_cases=args.max_cases, workers=args.workers,
+                                  cache_dir=args.cache, seed=args.seed, device=args.device, progress=bar,
+                                  on_epoch=on_epoch, log=lambda m: print(m, file=sys.stderr))
+    finally:
+        bar.close()
+    save_polarity_model(model, args.out, overwrite=args.overwrite)
+    with atomic_write(metrics_path, overwrite=args.overwrite) as tmp:
+        tmp.write_text(json.dumps(model.metrics, indent=1))
+    test = model.metrics["test"]
+    print(json.dumps({"model": str(args.out), "test_accuracy": round(test["accuracy"], 4), "test_crops": test["n"],
+                      "tp": test["tp"], "fp": test["fp"], "tn": test["tn"], "fn": test["fn"],
+                      "weakest": {c: round(test["per_chromosome"][c]["accuracy"], 4) for c in test["weakest"]}}))
+    return 0
+
+
+def _karyo_orient(args) -> int:
+    from ..engine.io import atomic_write, prepare_output
+    from ..engine.karyo.data import read_image
+    from ..engine.karyo.karyogram import chromosome_name, layout
+    from ..engine.karyo.orient import check_outputs, crops_from_labels, orient_folder, orient_images, write_oriented
+    from ..engine.karyo.polarity import load_polarity_model
+    from ..engine.progress import TqdmProgress
+
+    if args.karyogram is not None:
+        prepare_output(args.karyogram, args.overwrite)
+    model = load_polarity_model(args.model)
+    bar = TqdmProgress("orient")
+    try:
+        if args.labels is not None:
+            if not args.input.is_file():
+                raise BioidInputError(f"{args.input}: with --labels the input must be one image file")
+            crops, ids, _ = crops_from_labels(read_image(args.input), read_image(args.labels, keep_dtype=True))
+            names = [f"label_{i:04d}.png" for i in ids]
+            check_outputs(args.out, names, args.overwrite)
+            decisions = orient_images(crops, names, model, progress=bar)
+            write_oriented(args.out, crops, decisions, args.overwrite)
+        else:
+            if not args.input.is_dir():
+                raise BioidInputError(f"{args.input}: not a folder of crops (for a whole image, pass --labels)")
+            decisions = orient_folder(args.input, args.out, model, args.overwrite, progress=bar)
+    finally:
+        bar.close()
+    if args.karyogram is not None:
+        from PIL import Image
+
+        uprights = [read_image(args.out / d.file) for d in decisions]
+        sheet, _ = layout(uprights, [chromosome_name(Path(d.file).parent.name) for d in decisions])
+        with atomic_write(args.karyogram, overwrite=args.overwrite) as tmp:
+            Image.fromarray(sheet).save(tmp, format="PNG")
+    down = sum(d.polarity == "down" for d in decisions)
+    low = sum(d.confidence < 0.9 for d in decisions)
+    print(json.dumps({"crops": len(decisions), "flipped_down": down, "low_confidence": low,
+                      "decisions": str(args.out / "decisions.csv")}))
+    return 0
+
+
+HANDLERS = {"train": _karyo_train, "orient": _karyo_orient}
+add = _add_karyo

@@ -1,0 +1,405 @@
+"""The classical base caller (METHODS.md §3): the baseline every learned caller must beat.
+
+Images → intensities
+    1. **Registration**: each cycle's channel sum against cycle 1's, and each
+       channel's max projection against the channel sum, by phase correlation
+       (``skimage.registration.phase_cross_correlation``, 1/10 px); the
+       images are never resampled: intensities are read at the shifted centres.
+    2. **Detection** on the registered max projection of the first cycles:
+       background removed (block-wise low percentile), Gaussian matched filter,
+       local maxima above a robust noise threshold, sub-pixel centres by a
+       parabola through each maximum and its neighbours.
+    3. **Extraction**: per cycle and channel, background-subtracted image,
+       Gaussian matched filter of the PSF width, bilinear read-out at the centre.
+
+Intensities → calls (also for CIF / Bustard intensities without images)
+    4. **Crosstalk**: the 4 × 4 matrix M estimated from the data (clusters of
+       each called dye give a column, median ratios, iterated) and inverted.
+    5. **Phasing / prephasing**: (p, q) chosen on bright clusters by grid
+       search maximising the mean chastity after correction with P⁻¹, P the
+       phasing matrix (:func:`.simulate.phasing_matrix`; Bustard/AYB model).
+    6. **Normalisation** per cycle and channel (decay, dye brightness): each
+       channel's median over the clusters called that base.
+    7. **Call** = brightest corrected channel; **chastity** = brightest /
+       (brightest + second); **pass filter**: a cluster fails if more than 2 of
+       its first 25 cycles have chastity below 0.6 (Illumina's rule).
+    8. **Qualities** from a calibration table (see :mod:`.quality`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from ..errors import BioidInputError
+from ..progress import ProgressCallback, check_cancel, report
+from .io import BASES, validate_stack
+from .simulate import phasing_matrix
+
+CHASTITY_THRESHOLD = 0.6
+PF_CYCLES = 25
+PF_MAX_FAILS = 2
+
+
+@dataclass
+class Calls:
+    """Base calls of a tile or an intensity file.
+
+    Attributes
+    ----------
+    bases : uint8 [cluster, cycle]
+        0..3 = A, C, G, T.
+    chastity : float32 [cluster, cycle]
+        brightest / (brightest + second) of the corrected intensities, in [0.5, 1].
+    corrected : float32 [cluster, cycle, 4]
+        Intensities after crosstalk, phasing and normalisation.
+    raw : float32 [cluster, cycle, 4]
+        Extracted intensities (background-subtracted).
+    pass_filter : bool [cluster]
+    positions : DataFrame
+        ``x, y`` (px) of each cluster (from the images, or the intensity file).
+    crosstalk : float [4, 4]
+        Estimated M[observed channel, dye].
+    phasing, prephasing : float
+        Estimated per-cycle rates.
+    qualities : int [cluster, cycle] or None
+        Phred qualities once calibrated (:func:`.quality.apply_calibration`).
+    """
+
+    bases: np.ndarray
+    chastity: np.ndarray
+    corrected: np.ndarray
+    raw: np.ndarray
+    pass_filter: np.ndarray
+    positions: pd.DataFrame
+    crosstalk: np.ndarray
+    phasing: float
+    prephasing: float
+    qualities: Optional[np.ndarray] = None
+    info: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reads(self) -> List[str]:
+        lut = np.frombuffer(BASES.encode(), np.uint8)
+        return [bytes(lut[b]).decode() for b in self.bases]
+
+    def table(self) -> pd.DataFrame:
+        """Per-cluster table: x, y (px), pass_filter, read, qualities (Phred+33), mean chastity."""
+        from .io import phred_string
+
+        df = self.positions[["x", "y"]].copy().reset_index(drop=True)
+        df["pass_filter"] = self.pass_filter
+        df["read"] = self.reads
+        if self.qualities is not None:
+            df["qualities"] = [phred_string(q) for q in self.qualities]
+        df["mean_chastity"] = self.chastity.mean(axis=1)
+        return df
+
+
+# ------------------------------------------------------------------------------------------ images
+def _background(img: np.ndarray, block: int = 32, q: float = 10.0) -> np.ndarray:
+    """Smooth background: the ``q``-th percentile of ``block``² tiles, bilinearly interpolated."""
+    h, w = img.shape
+    nb_y, nb_x = max(1, h // block), max(1, w // block)
+    crop = img[: nb_y * block, : nb_x * block].reshape(nb_y, block, nb_x, block)
+    low = np.percentile(crop.transpose(0, 2, 1, 3).reshape(nb_y, nb_x, -1), q, axis=2)
+    zy, zx = h / nb_y, w / nb_x
+    yy = (np.arange(h) + 0.5) / zy - 0.5
+    xx = (np.arange(w) + 0.5) / zx - 0.5
+    return ndimage.map_coordinates(low, np.meshgrid(yy, xx, indexing="ij"), order=1, mode="nearest")
+
+
+def register_stack(stack: np.ndarray, n_ref_cycles: int = 5) -> np.ndarray:
+    """(dy, dx) of every cycle and channel relative to cycle 1 (px), float ``[cycle, channel, 2]``.
+
+    A point at ``(y, x)`` in the reference frame is at ``(y, x) + shift`` in
+    image ``stack[t, c]``. Cycles by phase correlation of channel sums,
+    channels by phase correlation of their registered max projections against
+    the channel sum's (scikit-image ``phase_cross_correlation``).
+    """
+    from skimage.registration import phase_cross_correlation
+
+    T, C = stack.shape[:2]
+    sums = stack.astype(np.float32).sum(axis=1)
+    ref = sums[0]
+    cyc = np.zeros((T, 2))
+    for t in range(1, T):
+        shift, _, _ = phase_cross_correlation(ref, sums[t], upsample_factor=10, normalization=None)
+        cyc[t] = -shift
+    k = min(n_ref_cycles, T)
+    proj = np.zeros((C,) + stack.shape[2:], np.float32)
+    for t in range(k):
+        for c in range(C):
+            proj[c] = np.maximum(proj[c], ndimage.shift(stack[t, c].astype(np.float32), -cyc[t], order=1, mode="nearest"))
+    ref = proj.sum(axis=0)
+    chan = np.zeros((C, 2))
+    for c in range(C):
+        shift, _, _ = phase_cross_correlation(ref, proj[c], upsample_factor=10, normalization=None)
+        chan[c] = -shift
+    return cyc[:, None, :] + chan[None, :, :]
+
+
+def detect_clusters(stack: np.ndarray, shifts: np.ndarray, sigma: float = 0.93, n_cycles: int = 5, threshold: Optional[float] = None,
+                    min_distance: int = 1) -> pd.DataFrame:
+    """Cluster centres on the registered mean channel sum of the first ``n_cycles`` cycles.
+
+    Every cluster lights one channel (plus crosstalk) in every cycle, so the
+    channel sum shows all of them and averaging cycles lowers the noise.
+    Background is removed, the image smoothed by the PSF (matched filter) and
+    its local maxima kept when their height exceeds ``threshold`` (counts);
+    by default the threshold splits the log heights of all maxima into noise
+    and clusters (Otsu, ``skimage.filters.threshold_otsu``).
+
+    Returns a DataFrame with ``x, y`` (sub-pixel, px, reference frame) and
+    ``peak`` (matched-filter height above background, counts).
+    """
+    from skimage.feature import peak_local_max
+    from skimage.filters import threshold_otsu
+
+    T, C = stack.shape[:2]
+    k = min(n_cycles, T)
+    acc = np.zeros(stack.shape[2:], np.float32)
+    for t in range(k):
+        for c in range(C):
+            img = stack[t, c].astype(np.float32)
+            acc += ndimage.shift(img - _background(img), -shifts[t, c], order=1, mode="nearest")
+    smooth = ndimage.gaussian_filter(acc / k, sigma)
+    peaks = peak_local_max(smooth, min_distance=min_distance, exclude_border=1)
+    if len(peaks) == 0:
+        return pd.DataFrame({"x": [], "y": [], "peak": []})
+    y, x = peaks[:, 0], peaks[:, 1]
+    c0 = smooth[y, x]
+    if threshold is None:
+        logs = np.log(np.clip(c0, 1e-3, None))
+        threshold = float(np.exp(threshold_otsu(logs))) if np.ptp(logs) > 0 else 0.0
+    keep = c0 > threshold
+    y, x, c0 = y[keep], x[keep], c0[keep]
+
+    def parabola(m, p):
+        den = m - 2 * c0 + p
+        return np.where(np.abs(den) > 1e-9, 0.5 * (m - p) / den, 0.0).clip(-0.5, 0.5)
+
+    dy = parabola(smooth[y - 1, x], smooth[y + 1, x])
+    dx = parabola(smooth[y, x - 1], smooth[y, x + 1])
+    return pd.DataFrame({"x": x + dx, "y": y + dy, "peak": c0})
+
+
+def extract_intensities(stack: np.ndarray, centres: pd.DataFrame, shifts: np.ndarray, sigma: float = 0.93,
+                        progress: Optional[ProgressCallback] = None, cancel: Any = None) -> np.ndarray:
+    """Background-subtracted matched-filter intensities at each centre: float32 ``[cluster, cycle, channel]``."""
+    T, C = stack.shape[:2]
+    yx = centres[["y", "x"]].to_numpy(float)
+    out = np.zeros((len(yx), T, C), np.float32)
+    for t in range(T):
+        check_cancel(cancel)
+        for c in range(C):
+            img = stack[t, c].astype(np.float32)
+            img = ndimage.gaussian_filter(img - _background(img), sigma)
+            coords = (yx + shifts[t, c]).T
+            out[:, t, c] = ndimage.map_coordinates(img, coords, order=1, mode="nearest")
+        report(progress, t + 1, T, f"extracting cycle {t + 1}/{T}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ intensities
+def chastity_of(values: np.ndarray) -> np.ndarray:
+    """brightest / (brightest + second) over the last axis, negative values clipped to 0 (0.5 when all ≤ 0)."""
+    v = np.clip(values, 0, None)
+    top2 = np.sort(v, axis=-1)[..., -2:]
+    s = top2.sum(axis=-1)
+    return np.where(s > 0, top2[..., 1] / np.where(s > 0, s, 1), 0.5).astype(np.float32)
+
+
+def estimate_crosstalk(intensities: np.ndarray, n_iter: int = 4, cycles: int = 12) -> np.ndarray:
+    """4 × 4 crosstalk M[observed, dye] from intensities ``[cluster, cycle, 4]`` (unit diagonal).
+
+    The early cycles (little phasing) of each cluster are assigned to their
+    brightest corrected dye; column b of M is the median ratio of each channel
+    to channel b over the purest quarter of the observations of dye b.
+    """
+    y = intensities[:, : min(cycles, intensities.shape[1])].reshape(-1, 4).astype(np.float64)
+    y = y[(y.max(axis=1) > 0)]
+    M = np.eye(4)
+    for _ in range(n_iter):
+        x = y @ np.linalg.inv(M).T
+        call = x.argmax(axis=1)
+        chas = chastity_of(x)
+        newM = np.eye(4)
+        for b in range(4):
+            sel = (call == b) & (y[:, b] > 0)
+            if sel.sum() < 20:
+                continue
+            pure = sel & (chas >= np.quantile(chas[sel], 0.5))
+            ratios = y[pure] / y[pure, b][:, None]
+            newM[:, b] = np.median(ratios, axis=0)
+            newM[b, b] = 1.0
+        M = np.clip(newM, 0, None)
+    return M
+
+
+def _phase_correct(x: np.ndarray, p: float, q: float) -> np.ndarray:
+    T = x.shape[1]
+    P = phasing_matrix(T, p, q, T)
+    return np.einsum("tk,nkc->ntc", np.linalg.inv(P), x) if (p or q) else x
+
+
+def estimate_phasing(x: np.ndarray, min_cycles: int = 6) -> tuple:
+    """(phasing, prephasing) per cycle from the leak of neighbouring bases' signal.
+
+    ``x``: crosstalk-corrected intensities ``[cluster, cycle, 4]``. With the
+    calls of a first pass, the share of cycle t's signal in the channel of
+    the *previous* base (where the previous, current and next bases differ)
+    grows as t·p (lagging strands), and the share in the next base's channel
+    as t·q (leading strands). p and q are the slopes of straight lines fitted
+    to those shares against t (the intercepts absorb residual crosstalk).
+    Bright clusters with a clean first pass are used. Returns (0, 0) for
+    fewer than ``min_cycles`` cycles.
+    """
+    T = x.shape[1]
+    if T < min_cycles:
+        return 0.0, 0.0
+    xn = _normalise(x)
+    call = xn.argmax(axis=2)
+    good = chastity_of(xn)[:, : min(T, 25)].mean(axis=1)
+    sel = good >= np.quantile(good, 0.5)
+    xs, cs = np.clip(xn[sel], 0, None), call[sel]
+    t_idx, lag, lead = [], [], []
+    rows = np.arange(len(xs))
+    for t in range(1, T - 1):
+        prev, cur, nxt = cs[:, t - 1], cs[:, t], cs[:, t + 1]
+        ok = (prev != cur) & (nxt != cur) & (prev != nxt)
+        if ok.sum() < 20:
+            continue
+        own = xs[rows[ok], t, cur[ok]]
+        denom = np.maximum(own, 1e-9)
+        t_idx.append(t + 1)
+        lag.append(np.median(xs[rows[ok], t, prev[ok]] / denom))
+        lead.append(np.median(xs[rows[ok], t, nxt[ok]] / denom))
+    if len(t_idx) < 3:
+        return 0.0, 0.0
+    t_idx = np.asarray(t_idx, float)
+    p = np.polyfit(t_idx, lag, 1)[0]
+    q = np.polyfit(t_idx, lead, 1)[0]
+    return float(np.clip(p, 0, 0.05)), float(np.clip(q, 0, 0.05))
+
+
+def pass_filter(chastity: np.ndarray, threshold: float = CHASTITY_THRESHOLD, cycles: int = PF_CYCLES, max_fails: int = PF_MAX_FAILS) -> np.ndarray:
+    """Illumina's chastity filter: False for clusters with more than ``max_fails`` of the first ``cycles`` below ``threshold``."""
+    return (chastity[:, :cycles] < threshold).sum(axis=1) <= max_fails
+
+
+def call_intensities(intensities: np.ndarray, positions: Optional[pd.DataFrame] = None, crosstalk: Optional[np.ndarray] = None,
+                     phasing: Optional[float] = None, prephasing: Optional[float] = None, correct_phasing: bool = True,
+                     progress: Optional[ProgressCallback] = None, cancel: Any = None) -> Calls:
+    """Call bases from cluster intensities ``[cluster, cycle, 4]`` (steps 4–7 of the module docstring).
+
+    Parameters
+    ----------
+    intensities : float [cluster, cycle, 4]
+        Channels A, C, G, T; background already subtracted.
+    positions : DataFrame, optional
+        ``x, y`` per cluster (kept in the outputs).
+    crosstalk, phasing, prephasing : optional
+        Fixed values instead of estimates (e.g. from another tile).
+    correct_phasing : bool
+        False skips steps 5 (for comparisons).
+
+    Raises
+    ------
+    BioidInputError
+        Wrong shape, no clusters, NaN values.
+    """
+    x = np.asarray(intensities, dtype=np.float64)
+    if x.ndim != 3 or x.shape[2] != 4:
+        raise BioidInputError(f"intensities must be [cluster, cycle, 4 channels], got shape {x.shape}")
+    if len(x) == 0:
+        raise BioidInputError("no clusters to call")
+    if not np.isfinite(x).all():
+        raise BioidInputError("the intensities hold NaN or infinite values")
+    report(progress, 0, 4, "crosstalk")
+    M = np.asarray(crosstalk, float) if crosstalk is not None else estimate_crosstalk(x)
+    xc = x @ np.linalg.inv(M).T
+    check_cancel(cancel)
+    report(progress, 1, 4, "phasing")
+    if correct_phasing:
+        if phasing is None or prephasing is None:
+            phasing, prephasing = estimate_phasing(xc)
+            # a second pass on the partly corrected signal picks up what the first calls hid
+            dp, dq = estimate_phasing(_phase_correct(xc, phasing, prephasing))
+            phasing, prephasing = phasing + dp, prephasing + dq
+        xc = _phase_correct(xc, phasing, prephasing)
+    else:
+        phasing = prephasing = 0.0
+    check_cancel(cancel)
+    report(progress, 2, 4, "normalising")
+    xc = _normalise(xc)
+    bases = xc.argmax(axis=2).astype(np.uint8)
+    chas = chastity_of(xc)
+    pf = pass_filter(chas)
+    report(progress, 4, 4, "called")
+    pos = positions.reset_index(drop=True) if positions is not None else pd.DataFrame({"x": np.zeros(len(x)), "y": np.arange(len(x), dtype=float)})
+    return Calls(bases, chas, xc.astype(np.float32), np.asarray(intensities, np.float32), pf, pos, M, float(phasing), float(prephasing))
+
+
+def _normalise(x: np.ndarray, n_iter: int = 2) -> np.ndarray:
+    """Per cycle and channel: divide by the median of that channel over the clusters called that base."""
+    x = x.copy()
+    for _ in range(n_iter):
+        call = x.argmax(axis=2)
+        for t in range(x.shape[1]):
+            for c in range(4):
+                v = x[call[:, t] == c, t, c]
+                if len(v) >= 10:
+                    x[:, t, c] /= max(np.median(v), 1e-9)
+    return x
+
+
+def call_stack(stack: np.ndarray, sigma: Optional[float] = None, detection_threshold: Optional[float] = None, correct_phasing: bool = True,
+               progress: Optional[ProgressCallback] = None, cancel: Any = None) -> Calls:
+    """Call every cluster of a cycle stack ``[cycle, 4, y, x]`` (the whole classical pipeline).
+
+    Parameters
+    ----------
+    stack : array [cycle, 4, y, x]
+        Channels A, C, G, T (any real dtype).
+    sigma : float, optional
+        PSF σ in px (default from FWHM 2.2 px, the instrument's measured spot size).
+    detection_threshold : float, optional
+        Minimum matched-filter peak height (counts); default Otsu on the log heights.
+
+    Returns
+    -------
+    Calls
+        ``info`` holds the registration ``shifts`` [cycle, channel, 2] (px).
+
+    Raises
+    ------
+    BioidInputError
+        Not a [cycle, 4, y, x] stack, NaNs, or no cluster found.
+    Cancelled
+    """
+    stack = validate_stack(stack)
+    sigma = sigma or 2.2 / (2 * np.sqrt(2 * np.log(2)))
+    T = stack.shape[0]
+    total = 2 * T + 6
+
+    def sub(offset):
+        return lambda d, t, m="": report(progress, offset + d, total, m)
+
+    report(progress, 0, total, "registering cycles and channels")
+    shifts = register_stack(stack)
+    check_cancel(cancel)
+    report(progress, 2, total, "detecting clusters")
+    centres = detect_clusters(stack, shifts, sigma, threshold=detection_threshold)
+    if len(centres) == 0:
+        raise BioidInputError("no clusters found in the stack (is it empty or all background?)")
+    raw = extract_intensities(stack, centres, shifts, sigma, progress=sub(2), cancel=cancel)
+    calls = call_intensities(raw, centres, correct_phasing=correct_phasing, progress=lambda d, t, m="": report(progress, 2 + T + d, total, m), cancel=cancel)
+    calls.info["shifts"] = shifts
+    calls.info["sigma_px"] = sigma
+    report(progress, total, total, f"{len(centres)} clusters called")
+    return calls
