@@ -64,9 +64,9 @@ def write_stack(stack: np.ndarray, path: PathLike, overwrite: bool = False, chan
     import tifffile
 
     path = Path(path)
-    meta = {"axes": "TCYX", "channels": channels, **(extra or {})}
+    meta = {"axes": "TCYX", "channels": channels, "shape": list(np.shape(stack)), **(extra or {})}
     with atomic_write(path, overwrite=overwrite) as tmp:
-        tifffile.imwrite(tmp, np.asarray(stack), description=json.dumps(meta), metadata=None)
+        tifffile.imwrite(tmp, np.asarray(stack), description=json.dumps(meta), metadata=None, photometric="minisblack")
     return path
 
 
@@ -93,6 +93,9 @@ def read_stack(path: PathLike, channels: Sequence[int] = (4, 5)) -> Tuple[np.nda
         meta = json.loads(desc) if desc and desc.strip().startswith("{") else {}
     except json.JSONDecodeError:
         meta = {}
+    shape = meta.get("shape")
+    if shape and arr.ndim != len(shape) and int(np.prod(shape)) == arr.size:
+        arr = arr.reshape(shape)
     axes = meta.get("axes")
     # TCYX (ours), CSYX (tifffile's shape metadata for cycle × channel planes)
     if axes and (len(axes) != 4 or axes[2:] != "YX"):
