@@ -155,16 +155,12 @@ def qc_report(run: SeqRun) -> dict:
     return out
 
 
-def qc_plots(run: SeqRun, report: dict, path: PathLike) -> Path:
-    """One PNG with the QC panels (error, % base, quality, intensity, crosstalk, calibration)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+def draw_qc(fig, report: dict) -> None:
+    """Draw the QC panels of a :func:`qc_report` into a matplotlib Figure (error, % base, quality, intensity,
+    crosstalk, calibration)."""
     T = report["cycles"]
     cyc = np.arange(1, T + 1)
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7), dpi=90)
+    axes = fig.subplots(2, 3)
     colours = {"A": "#2ca02c", "C": "#1f77b4", "G": "#111111", "T": "#d62728"}
     ax = axes[0, 0]
     if "error_rate_per_cycle" in report:
@@ -179,10 +175,13 @@ def qc_plots(run: SeqRun, report: dict, path: PathLike) -> Path:
     ax.set_title("% base"), ax.set_xlabel("cycle"), ax.legend(fontsize=7, ncol=4)
     ax = axes[0, 2]
     if "mean_quality_per_cycle" in report:
-        ax.plot(cyc, report["mean_quality_per_cycle"], label="mean Q")
-        ax.plot(cyc, [v / 100 * 40 for v in report["percent_q30_per_cycle"]], label="% ≥ Q30 (×0.4)")
+        ax.plot(cyc, report["mean_quality_per_cycle"], color="#1f77b4")
+        ax.set_ylabel("mean Q", color="#1f77b4")
+        twin = ax.twinx()
+        twin.plot(cyc, report["percent_q30_per_cycle"], color="#ff7f0e")
+        twin.set_ylabel("% ≥ Q30", color="#ff7f0e")
+        twin.set_ylim(0, 100)
         ax.set_title(f"quality: {report.get('percent_q30', 0):.1f} % ≥ Q30")
-        ax.legend(fontsize=7)
     ax.set_xlabel("cycle")
     ax = axes[1, 0]
     for b, v in report.get("intensity_per_cycle", {}).items():
@@ -202,6 +201,17 @@ def qc_plots(run: SeqRun, report: dict, path: PathLike) -> Path:
         ax.set_xlim(0, 45), ax.set_ylim(0, 50)
     ax.set_title("calibration (bins ≥ 100 bases)"), ax.set_xlabel("reported Q"), ax.set_ylabel("empirical Q")
     fig.tight_layout()
+
+
+def qc_plots(run: SeqRun, report: dict, path: PathLike) -> Path:
+    """One PNG with the QC panels (see :func:`draw_qc`)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(13, 7), dpi=90)
+    draw_qc(fig, report)
     path = Path(path)
     with atomic_write(path, overwrite=True) as tmp:
         fig.savefig(tmp, format="png")
