@@ -17,7 +17,8 @@ def test_engine_sources_import_no_gui():
 
 def test_importing_engine_and_cli_loads_no_gui_module():
     code = (
-        "import sys, napari_bioid.engine, napari_bioid.engine.io, napari_bioid.engine.tomo, napari_bioid.cli;"
+        "import sys, napari_bioid.engine, napari_bioid.engine.io, napari_bioid.engine.tomo, napari_bioid.engine.karyo.orient,"
+        " napari_bioid.engine.seq.run, napari_bioid.engine.seq.iss, napari_bioid.engine.seq.simulate, napari_bioid.cli;"
         f"bad = [m for m in sys.modules if m.split('.')[0] in {GUI!r}]; print(bad); sys.exit(1 if bad else 0)"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
