@@ -3,7 +3,8 @@
 ``bioid tomo train|pick|simulate|evaluate``: particle picking in tomograms
 (:mod:`.tomo`); ``bioid karyo train|orient``: chromosome rotation and polarity
 (:mod:`.karyo`); ``bioid seq simulate|call|evaluate``: base calling
-(:mod:`.seq`). Every command validates all its inputs and outputs before doing
+(:mod:`.seq`); ``bioid cells train-detector|detect|evaluate``: nucleus
+detection (:mod:`.cells`). Every command validates all its inputs and outputs before doing
 long work, prints a clear ``error:`` line and exits with status 2 on bad input,
 and never overwrites a file unless ``--overwrite`` is given.
 """
@@ -16,9 +17,9 @@ import warnings
 from typing import List, Optional
 
 from ..engine.errors import BioidInputError, Cancelled
-from . import karyo, seq, tomo
+from . import cells, karyo, seq, tomo
 
-DOMAINS = {"tomo": tomo, "karyo": karyo, "seq": seq}
+DOMAINS = {"tomo": tomo, "karyo": karyo, "seq": seq, "cells": cells}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,119 @@
+"""Boxes: IoU, CIoU, non-maximum suppression, matching and detection metrics (in torch/numpy).
+
+Boxes are ``[x_min, y_min, x_max, y_max]`` in pixels (x = column, y = row).
+CIoU follows Zheng et al., "Distance-IoU loss" (AAAI 2020); mAP50 is the area
+under the interpolated precision-recall curve at IoU 0.5 (PASCAL VOC 2010+
+all-point interpolation, as YOLOv5 reports it).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict
+
+import numpy as np
+import torch
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise IoU of boxes ``a`` (n, 4) and ``b`` (m, 4) → (n, m)."""
+    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
+    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=2)
+    return inter / (area_a[:, None] + area_b[None, :] - inter + 1e-9)
+
+
+def ciou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Element-wise complete IoU of boxes given as (cx, cy, w, h), shapes (n, 4) → (n,)."""
+    a1, a2 = a[:, :2] - a[:, 2:] / 2, a[:, :2] + a[:, 2:] / 2
+    b1, b2 = b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2
+    inter = (torch.minimum(a2, b2) - torch.maximum(a1, b1)).clamp(min=0).prod(dim=1)
+    union = a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter + eps
+    iou = inter / union
+    cw = torch.maximum(a2, b2) - torch.minimum(a1, b1)
+    c2 = (cw**2).sum(dim=1) + eps
+    rho2 = ((a[:, :2] - b[:, :2]) ** 2).sum(dim=1)
+    v = (4 / math.pi**2) * (torch.atan(b[:, 2] / (b[:, 3] + eps)) - torch.atan(a[:, 2] / (a[:, 3] + eps))) ** 2
+    with torch.no_grad():
+        alpha = v / (v - iou + (1 + eps))
+    return iou - (rho2 / c2 + v * alpha)
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float = 0.45) -> torch.Tensor:
+    """Greedy non-maximum suppression; indices of the kept boxes, by descending score.
+
+    Pairwise IoU in blocks of at most 4,096 boxes against the kept ones, so
+    memory stays bounded for the tens of thousands of boxes of a whole slide region.
+    """
+    order = torch.argsort(scores, descending=True)
+    boxes = boxes[order]
+    keep = torch.ones(len(boxes), dtype=torch.bool)
+    block = 4096
+    for start in range(0, len(boxes), block):
+        stop = min(start + block, len(boxes))
+        cur = boxes[start:stop]
+        # suppressed by kept boxes of earlier blocks
+        prev = torch.nonzero(keep[:start]).flatten()
+        if len(prev):
+            for s in range(0, len(prev), block):
+                iou = box_iou(cur, boxes[prev[s : s + block]])
+                keep[start:stop] &= ~(iou > iou_threshold).any(dim=1)
+        iou = box_iou(cur, cur)
+        local = keep[start:stop].clone()
+        for i in range(len(cur)):
+            if local[i]:
+                sup = iou[i] > iou_threshold
+                sup[: i + 1] = False
+                local &= ~sup
+        keep[start:stop] = local
+    return order[keep]
+
+
+def match_boxes(pred: np.ndarray, scores: np.ndarray, truth: np.ndarray, iou_threshold: float = 0.5) -> np.ndarray:
+    """Greedy one-to-one matching by descending score: bool (n_pred,) true positives at ``iou_threshold``."""
+    tp = np.zeros(len(pred), bool)
+    if len(pred) == 0 or len(truth) == 0:
+        return tp
+    iou = box_iou(torch.as_tensor(pred, dtype=torch.float64), torch.as_tensor(truth, dtype=torch.float64)).numpy()
+    taken = np.zeros(len(truth), bool)
+    for i in np.argsort(-scores, kind="stable"):
+        cand = np.where(~taken, iou[i], -1.0)
+        j = int(np.argmax(cand))
+        if cand[j] >= iou_threshold:
+            tp[i], taken[j] = True, True
+    return tp
+
+
+def detection_metrics(preds, truths, iou_threshold: float = 0.5, score_threshold: float = 0.5) -> Dict[str, float]:
+    """mAP at ``iou_threshold`` over images, and precision/recall/F1 of the boxes scoring ≥ ``score_threshold``.
+
+    ``preds``: list of (boxes (n, 4), scores (n,)); ``truths``: list of boxes (m, 4); one entry per image.
+    """
+    all_scores, all_tp, n_true = [], [], 0
+    tp_at, n_pred_at = 0, 0
+    for (boxes, scores), truth in zip(preds, truths):
+        boxes, scores, truth = np.asarray(boxes, float).reshape(-1, 4), np.asarray(scores, float), np.asarray(truth, float).reshape(-1, 4)
+        tp = match_boxes(boxes, scores, truth, iou_threshold)
+        all_scores.append(scores), all_tp.append(tp)
+        n_true += len(truth)
+        sel = scores >= score_threshold
+        tp_at += int(match_boxes(boxes[sel], scores[sel], truth, iou_threshold).sum())
+        n_pred_at += int(sel.sum())
+    scores = np.concatenate(all_scores) if all_scores else np.zeros(0)
+    tp = np.concatenate(all_tp) if all_tp else np.zeros(0, bool)
+    order = np.argsort(-scores, kind="stable")
+    ctp = np.cumsum(tp[order])
+    recall = ctp / max(n_true, 1)
+    precision = ctp / np.arange(1, len(ctp) + 1)
+    # all-point interpolation
+    mrec = np.concatenate([[0.0], recall, [1.0]])
+    mpre = np.concatenate([[1.0], precision, [0.0]])
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    idx = np.flatnonzero(mrec[1:] != mrec[:-1])
+    ap = float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
+    p = tp_at / n_pred_at if n_pred_at else 0.0
+    r = tp_at / n_true if n_true else 0.0
+    return {"map50" if iou_threshold == 0.5 else f"map{int(iou_threshold * 100)}": ap, "precision": p, "recall": r,
+            "f1": 2 * p * r / (p + r) if p + r else 0.0, "n_true": n_true, "n_pred": n_pred_at, "tp": tp_at}
