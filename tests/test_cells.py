@@ -1,0 +1,175 @@
+"""Cell detection engine (issue 10, first stage): boxes and metrics, data, baseline, a small detector that learns, CLI."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from napari_bioid.engine.cells.boxes import box_iou, ciou, detection_metrics, nms
+from napari_bioid.engine.errors import BioidInputError
+
+from conftest import SHARED
+
+MONUSEG = SHARED / "data" / "he_nuclei" / "monuseg_train"
+
+
+@pytest.fixture(scope="module")
+def monuseg():
+    if not MONUSEG.is_dir():
+        pytest.skip("MoNuSeg not found")
+    from napari_bioid.engine.cells.data import load_monuseg, split_names
+
+    samples = load_monuseg(MONUSEG, include_mask_only=False)
+    train, val = split_names(samples, 3, seed=0)
+    return [s for s in samples if s.name in train], [s for s in samples if s.name in val]
+
+
+def test_iou_ciou_nms_and_metrics():
+    a = torch.tensor([[0.0, 0, 10, 10], [5, 5, 15, 15]])
+    assert box_iou(a, a).diagonal().tolist() == [1.0, 1.0]
+    assert box_iou(a[:1], a[1:]).item() == pytest.approx(25 / 175)
+    same = torch.tensor([[5.0, 5, 10, 10]])
+    assert ciou(same, same).item() == pytest.approx(1.0, abs=1e-5)
+    assert ciou(same, torch.tensor([[50.0, 50, 10, 10]])).item() < -0.5  # far apart: penalised beyond IoU = 0
+    boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 11, 11], [30, 30, 40, 40]])
+    assert sorted(nms(boxes, torch.tensor([0.9, 0.8, 0.7]), 0.5).tolist()) == [0, 2]
+    truth = np.array([[0, 0, 10, 10], [30, 30, 40, 40]], float)
+    perfect = detection_metrics([(truth, np.array([0.9, 0.8]))], [truth])
+    assert perfect["map50"] == pytest.approx(1.0) and perfect["f1"] == 1.0
+    shifted = detection_metrics([(truth + 8, np.array([0.9, 0.8]))], [truth])
+    assert shifted["map50"] == 0.0 and shifted["f1"] == 0.0
+
+
+def test_boxes_from_instances_and_watershed_split():
+    from napari_bioid.engine.cells.data import boxes_from_labels, split_mask
+
+    yy, xx = np.mgrid[:40, :60]
+    two = ((yy - 20) ** 2 + (xx - 20) ** 2 <= 81) | ((yy - 20) ** 2 + (xx - 36) ** 2 <= 81)  # touching discs
+    labels = split_mask(two.astype(np.uint8), min_distance=5)
+    assert labels.max() == 2
+    b = boxes_from_labels(labels)
+    assert len(b) == 2 and np.allclose(sorted((b[:, 0] + b[:, 2]) / 2), [20.5, 36.5], atol=1.5)
+
+
+def test_monuseg_boxes_at_model_scale(monuseg):
+    train, val = monuseg
+    s = val[0]
+    assert s.image.shape[:2] == (505, 505) and s.exact
+    sides = np.concatenate([s.boxes[:, 2] - s.boxes[:, 0], s.boxes[:, 3] - s.boxes[:, 1]])
+    assert 10 < np.median(sides) < 18  # ~7 µm nuclei at 0.5 µm/px
+
+
+def test_classical_baseline_finds_nuclei(monuseg):
+    from napari_bioid.engine.cells.baseline import classical_nuclei
+
+    _, val = monuseg
+    preds = [classical_nuclei(s.image, s.um_per_px) for s in val]
+    m = detection_metrics([(p["boxes"], p["scores"]) for p in preds], [s.boxes for s in val], 0.5, 0.0)
+    assert m["f1"] > 0.4 and m["map50"] > 0.3
+
+
+def _random_boxes(truth, shape, rng):
+    wh = np.stack([truth[:, 2] - truth[:, 0], truth[:, 3] - truth[:, 1]], 1)
+    xy = rng.uniform([0, 0], [shape[1], shape[0]], (len(truth), 2))
+    return np.concatenate([xy - wh / 2, xy + wh / 2], 1)
+
+
+@pytest.fixture(scope="module")
+def small_detector(monuseg):
+    from napari_bioid.engine.cells.detector import train_detector
+
+    train, _ = monuseg
+    torch.set_num_threads(2)
+    return train_detector(train, steps=240, batch_size=6, size=192, seed=0)
+
+
+def test_small_detector_learns_nuclei(monuseg, small_detector):
+    """A few CPU minutes of training find nuclei on held-out images far better than chance."""
+    from napari_bioid.engine.cells.detector import evaluate_detector
+
+    _, val = monuseg
+    m = evaluate_detector(small_detector, val)
+    rng = np.random.default_rng(0)
+    chance = detection_metrics([(_random_boxes(s.boxes, s.image.shape, rng), rng.random(len(s.boxes))) for s in val], [s.boxes for s in val])
+    assert m["map50"] > 0.1 and m["map50"] > 5 * chance["map50"], (m, chance)
+
+
+def test_tiling_gives_the_same_boxes_as_one_pass(monuseg, small_detector):
+    _, val = monuseg
+    img = val[0].image
+    whole = small_detector.detect(img, 0.5, conf=0.25, tile=1024)
+    tiled = small_detector.detect(img, 0.5, conf=0.25, tile=160, overlap=48)
+    assert len(whole["boxes"]) > 20
+    m = detection_metrics([(tiled["boxes"], tiled["scores"])], [whole["boxes"]], 0.5, 0.0)
+    assert m["recall"] > 0.9 and m["precision"] > 0.9, m
+
+
+def test_detect_resamples_by_pixel_size_and_warns_when_unknown(monuseg, small_detector):
+    _, val = monuseg
+    from napari_bioid.engine.cells.data import resample
+
+    img = val[0].image
+    big = resample(img, 2.0)  # the same tissue at 0.25 µm/px
+    a = small_detector.detect(img, 0.5, conf=0.25)
+    b = small_detector.detect(big, 0.25, conf=0.25)
+    m = detection_metrics([(b["boxes"] / 2, b["scores"])], [a["boxes"]], 0.5, 0.0)
+    assert m["recall"] > 0.7, m
+    with pytest.warns(UserWarning, match="pixel size is unknown"):
+        small_detector.detect(img, None, conf=0.25)
+
+
+def test_model_file_round_trip(small_detector, tmp_path, monuseg):
+    from napari_bioid.engine.cells.detector import Detector
+
+    path = small_detector.save(tmp_path / "det.pt")
+    again = Detector.load(path)
+    img = monuseg[1][0].image
+    a, b = small_detector.detect(img, 0.5, conf=0.3), again.detect(img, 0.5, conf=0.3)
+    np.testing.assert_allclose(a["boxes"], b["boxes"], atol=1e-4)
+    assert again.config.um_per_px == 0.5 and again.config.class_names == ["nucleus"]
+
+
+def test_bad_inputs():
+    from napari_bioid.engine.cells.data import check_rgb
+
+    with pytest.raises(BioidInputError, match="RGB"):
+        check_rgb(np.zeros((50, 50), np.uint8))
+    with pytest.raises(BioidInputError, match="empty"):
+        check_rgb(np.zeros((0, 0, 3), np.uint8))
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "napari_bioid.cli", "cells", *map(str, args)], capture_output=True, text=True)
+
+
+def test_cli_classical_detect_evaluate_and_bad_files(tmp_path, monuseg):
+    from PIL import Image
+
+    _, val = monuseg
+    s = val[0]
+    Image.fromarray(s.image).save(tmp_path / "img.png")
+    res = _cli("detect", tmp_path / "img.png", "--out", tmp_path / "boxes.csv", "--classical", "--um-per-px", 0.5)
+    assert res.returncode == 0, res.stderr
+    gj = json.loads((tmp_path / "boxes.geojson").read_text())
+    assert gj["type"] == "FeatureCollection" and gj["features"][0]["properties"]["objectType"] == "detection"
+    truth = pd.DataFrame(s.boxes, columns=["x_min", "y_min", "x_max", "y_max"]).assign(image="img.png", score=1.0)
+    truth.to_csv(tmp_path / "truth.csv", index=False)
+    ev = _cli("evaluate", tmp_path / "boxes.csv", tmp_path / "truth.csv", "--conf", 0.0)
+    assert ev.returncode == 0 and json.loads(ev.stdout)["f1"] > 0.3
+    truth.drop(columns=["y_max"]).to_csv(tmp_path / "broken.csv", index=False)
+    bad = _cli("evaluate", tmp_path / "boxes.csv", tmp_path / "broken.csv")
+    assert bad.returncode == 2 and "missing column" in bad.stderr
+    Image.fromarray(s.image[..., 0]).save(tmp_path / "grey.png")
+    grey = _cli("detect", tmp_path / "grey.png", "--out", tmp_path / "g.csv", "--classical")
+    assert grey.returncode == 2 and "RGB" in grey.stderr and not (tmp_path / "g.csv").exists()
+    # labels that do not match their image
+    (tmp_path / "imgs").mkdir(), (tmp_path / "labs").mkdir()
+    for k in range(3):
+        Image.fromarray(s.image).save(tmp_path / "imgs" / f"a{k}.png")
+        Image.fromarray(np.zeros((100, 100), np.uint16)).save(tmp_path / "labs" / f"a{k}.png")
+    mism = _cli("train-detector", "--images", tmp_path / "imgs", "--labels", tmp_path / "labs", "--out", tmp_path / "m.pt", "--um-per-px", 0.5)
+    assert mism.returncode == 2 and "do not match" in mism.stderr and not (tmp_path / "m.pt").exists()
