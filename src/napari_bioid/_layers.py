@@ -26,7 +26,7 @@ from .engine.io.coords import make_table
 CLASS_COLOURS = ["#ff3b30", "#34c759", "#0a84ff", "#ffcc00", "#af52de", "#ff9500", "#5ac8fa", "#ff2d55", "#a2845e", "#8e8e93"]
 
 #: marker symbol per role of a points layer
-SYMBOLS = {"picks": "ring", "annotations": "diamond", "truth": "cross"}
+SYMBOLS = {"picks": "disc", "annotations": "diamond", "truth": "cross"}  # disc with a transparent face: a ring
 
 #: the point-file suffixes the writer knows; a name without one gets ``.csv``
 POINT_SUFFIXES = (".csv", ".star", ".coords")
@@ -58,7 +58,7 @@ def table_to_points(table: pd.DataFrame, voxel_size: Optional[float] = None, nam
         "scale": scale,
         "size": sizes,
         "features": features,
-        "symbol": SYMBOLS.get(role, "ring"),
+        "symbol": SYMBOLS.get(role, "disc"),
         # rings: the particle under a pick stays visible
         "face_color": "transparent",
         "border_color": [class_colour(c) for c in cls] if len(cls) else class_colour(1),
