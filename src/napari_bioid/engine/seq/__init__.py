@@ -14,8 +14,9 @@ caller), :mod:`.quality` (calibrated Phred), :mod:`.align` (edlib alignment),
 and QC), :mod:`.io` (TIFF stacks, CIF, Bustard, FASTA, FASTQ, codebooks).
 """
 
-import importlib
 from typing import TYPE_CHECKING
+
+from .._lazy import lazy_getattr
 
 _WHERE = {
     "read_stack": "io", "write_stack": "io", "read_cif": "io", "read_cif_cycles": "io", "read_int_txt": "io",
@@ -30,12 +31,7 @@ _WHERE = {
 }
 
 
-def __getattr__(name):
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _WHERE, globals())
 
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -10,8 +10,9 @@ Typical use::
     picks = pick(vol.data, model).picks
 """
 
-import importlib
 from typing import TYPE_CHECKING
+
+from .._lazy import lazy_getattr
 
 # Names are loaded on first use (PEP 562) so that importing a light submodule (a widget's
 # helpers, file formats) does not import torch.
@@ -40,12 +41,7 @@ _WHERE = {
 }
 
 
-def __getattr__(name):
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _WHERE, globals())
 
 
 if TYPE_CHECKING:  # pragma: no cover
