@@ -78,10 +78,9 @@ def read_coordinates_layer(path):
 
 
 def _voxel_size_of(layer) -> float | None:
-    vs = layer.metadata.get("voxel_size")
-    if vs:
-        return float(vs)
-    return float(layer.scale[-1]) if float(layer.scale[-1]) != 1.0 else None
+    from ._layers import layer_voxel_size
+
+    return layer_voxel_size(layer.metadata, layer.scale)
 
 
 def _open_tomograms():

@@ -340,8 +340,6 @@ class PickingWidget(WorkerHost, QWidget):
     def sidecar_path(self, tomogram=None) -> Path:
         """Where annotations of ``tomogram`` (default: the current one) are autosaved."""
         t = tomogram if tomogram is not None else self.tomogram
-        if t is not None and t.metadata.get("bioid") == "annotations":
-            return Path(t.metadata["sidecar"])
         ann = self.annotations if tomogram is None else None
         if ann is not None:
             return Path(ann.metadata["sidecar"])
