@@ -173,3 +173,133 @@ def test_cli_classical_detect_evaluate_and_bad_files(tmp_path, monuseg):
         Image.fromarray(np.zeros((100, 100), np.uint16)).save(tmp_path / "labs" / f"a{k}.png")
     mism = _cli("train-detector", "--images", tmp_path / "imgs", "--labels", tmp_path / "labs", "--out", tmp_path / "m.pt", "--um-per-px", 0.5)
     assert mism.returncode == 2 and "do not match" in mism.stderr and not (tmp_path / "m.pt").exists()
+
+
+# ---------------------------------------------------------------------- the re-classifier and the two-stage chain
+CRC = SHARED / "data" / "he_nuclei" / "crc_phenotypes"
+
+
+@pytest.fixture(scope="module")
+def crc():
+    if not CRC.is_dir():
+        pytest.skip("CRCHistoPhenotypes not found")
+    from napari_bioid.engine.cells.data import load_crc
+
+    return load_crc(CRC / "train"), load_crc(CRC / "validation")
+
+
+@pytest.fixture(scope="module")
+def small_classifier(crc):
+    from napari_bioid.engine.cells.classifier import train_classifier
+
+    train, _ = crc
+    torch.set_num_threads(2)
+    return train_classifier(train, epochs=4, width=8, lr=0.05, seed=0)
+
+
+def test_point_matching_is_one_to_one_within_the_radius():
+    from napari_bioid.engine.cells.boxes import match_points, point_detection_metrics
+
+    truth = np.array([[10.0, 10], [20, 10], [50, 50]])
+    pred = np.array([[14.0, 10], [16, 10], [50, 57], [100, 100]])  # two near the first pair, one 7 px off, one far
+    pairs = match_points(pred, truth, 6.0)
+    assert sorted(map(tuple, pairs.tolist())) == [(0, 0), (1, 1)]  # Hungarian: both matched, not both to truth 0
+    m = point_detection_metrics([pred], [truth], 6.0)
+    assert (m["tp"], m["precision"], m["recall"]) == (2, 0.5, pytest.approx(2 / 3))
+
+
+def test_crops_have_a_fixed_physical_size(crc):
+    from napari_bioid.engine.cells.classifier import extract_crops
+    from napari_bioid.engine.cells.data import resample
+
+    s = crc[1][0]
+    centres = np.array([[250.0, 250.0], [3.0, 4.0]])  # one inside, one at the corner (reflect-padded)
+    a = extract_crops(s.image, centres, 0.5, 24.0, 32)
+    b = extract_crops(resample(s.image, 2.0), centres * 2, 0.25, 24.0, 32)  # the same tissue at twice the resolution
+    assert a.shape == (2, 32, 32, 3) and a.dtype == np.uint8
+    assert np.abs(a[0].astype(float) - b[0]).mean() < 12  # same content, resampling differences only
+    assert np.abs(a[0].astype(float) - a[1]).mean() > 12  # and not the same crop everywhere
+
+
+def test_small_classifier_beats_the_majority_class_on_crc_validation(crc, small_classifier):
+    """Four short CPU epochs of a narrow ResNet-34 type CRC nuclei clearly better than always saying the commonest type."""
+    from napari_bioid.engine.cells.classifier import evaluate_classifier
+
+    _, val = crc
+    m = evaluate_classifier(small_classifier, val)
+    assert m["n"] == 834 + 647 + 491 + 296
+    assert m["accuracy"] > m["majority_rate"] + 0.1, m
+    assert np.array(m["confusion"]).sum() == m["n"] and len(m["per_class"]) == 4
+
+
+def test_classifier_file_round_trip_and_binary_class_list(crc, small_classifier, tmp_path):
+    from napari_bioid.engine.cells.classifier import Classifier, train_classifier
+
+    s = crc[1][0]
+    path = small_classifier.save(tmp_path / "cls.pt")
+    again = Classifier.load(path)
+    a = small_classifier.classify(s.image, s.boxes[:50], 0.5)
+    b = again.classify(s.image, s.boxes[:50], 0.5)
+    assert (a["classes"] == b["classes"]).mean() > 0.95  # float16 weights on disk
+    np.testing.assert_allclose(a["probabilities"], b["probabilities"], atol=0.02)
+    # a user's binary list: inflammatory (target) vs everything else (normal)
+    from napari_bioid.engine.cells.data import Sample
+
+    binary = [Sample(t.name, t.image, t.boxes, np.where(t.classes < 0, -1, (t.classes == 2).astype(int)), t.um_per_px) for t in crc[0][:8]]
+    clf = train_classifier(binary, class_names=["normal", "inflammatory"], epochs=1, width=8)
+    assert clf.config.class_names == ["normal", "inflammatory"] and clf.metrics["train_counts"]["inflammatory"] > 100
+    r = clf.classify(s.image, s.boxes[:10], 0.5)
+    assert r["probabilities"].shape == (10, 2) and np.allclose(r["probabilities"].sum(1), 1, atol=1e-5)
+    with pytest.raises(BioidInputError, match="at least two classes"):
+        train_classifier([Sample("x", s.image, s.boxes, np.zeros(len(s.boxes), np.int64))], class_names=["a", "b"], epochs=1, width=8)
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    with pytest.raises(BioidInputError, match="not a cell classifier"):
+        Classifier.load(tmp_path / "junk.pt")
+
+
+def test_two_stage_chain_types_detected_cells(monuseg, crc, small_detector, small_classifier):
+    from napari_bioid.engine.cells.pipeline import CELL_COLUMNS, detect_cells, evaluate_two_stage
+
+    s = crc[1][0]
+    df = detect_cells(s.image, 0.5, small_detector, small_classifier, conf=0.25)
+    assert list(df.columns[:7]) == CELL_COLUMNS and len(df) > 20
+    assert set(df["class"]) <= set(small_classifier.config.class_names)
+    p = df[[f"p_{c}" for c in small_classifier.config.class_names]].to_numpy()
+    np.testing.assert_allclose(p.max(1), df["class_probability"], atol=1e-6)
+    m = evaluate_two_stage(small_detector, small_classifier, crc[1][:2], conf=0.25)
+    assert 0 < m["tp"] <= min(m["n_true"], m["n_pred"]) and m["classification"]["n"] > 0
+
+
+def test_cli_train_classifier_and_detect_with_classifier(crc, small_detector, small_classifier, tmp_path):
+    from PIL import Image
+
+    train, val = crc
+    (tmp_path / "imgs").mkdir(), (tmp_path / "pts").mkdir()
+    for s in train[:4]:
+        Image.fromarray(s.image).save(tmp_path / "imgs" / f"{s.name}.png")
+        names = np.array(["unclassified", "epithelial", "fibroblast", "inflammatory", "others"])[s.classes + 1]
+        c = (s.boxes[:, :2] + s.boxes[:, 2:]) / 2
+        pd.DataFrame({"x": c[:, 0], "y": c[:, 1], "class": names}).to_csv(tmp_path / "pts" / f"{s.name}.csv", index=False)
+    out = tmp_path / "cls.pt"
+    res = _cli("train-classifier", "--images", tmp_path / "imgs", "--points", tmp_path / "pts", "--out", out, "--um-per-px", 0.5,
+               "--epochs", 1, "--width", 8, "--val", 1)
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout.strip().splitlines()[-1])
+    assert info["classes"] == ["epithelial", "fibroblast", "inflammatory", "others"] and out.is_file()
+    # a point outside its image: a clear error, no model written
+    bad_dir = tmp_path / "badpts"
+    bad_dir.mkdir()
+    for p in (tmp_path / "pts").iterdir():
+        pd.read_csv(p).assign(x=lambda d: d["x"] + 10_000).to_csv(bad_dir / p.name, index=False)
+    bad = _cli("train-classifier", "--images", tmp_path / "imgs", "--points", bad_dir, "--out", tmp_path / "bad.pt", "--um-per-px", 0.5)
+    assert bad.returncode == 2 and "outside the image" in bad.stderr and not (tmp_path / "bad.pt").exists()
+    # detect with both stages
+    small_detector.save(tmp_path / "det.pt")
+    small_classifier.save(tmp_path / "cls4.pt")
+    Image.fromarray(val[0].image).save(tmp_path / "v.png")
+    res = _cli("detect", tmp_path / "v.png", "--out", tmp_path / "b.csv", "--detector", tmp_path / "det.pt", "--classifier", tmp_path / "cls4.pt",
+               "--um-per-px", 0.5, "--conf", 0.25, "--overlay", tmp_path / "o.png")
+    assert res.returncode == 0, res.stderr
+    df = pd.read_csv(tmp_path / "b.csv")
+    assert {"class", "class_probability", "p_epithelial"} <= set(df.columns) and set(df["class"]) <= {"epithelial", "fibroblast", "inflammatory", "others"}
+    assert (tmp_path / "o.png").is_file() and (tmp_path / "b.geojson").is_file()

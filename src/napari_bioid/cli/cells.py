@@ -1,4 +1,4 @@
-"""``bioid cells train-detector|detect|evaluate``: nucleus/cell detection on H&E images."""
+"""``bioid cells train-detector|train-classifier|detect|evaluate``: cell detection and typing on H&E images."""
 
 from __future__ import annotations
 
@@ -24,10 +24,26 @@ def add(sub) -> None:
     tr.add_argument("--init", type=Path, default=None, help="fine-tune from this detector")
     tr.add_argument("--overwrite", action="store_true")
 
+    tc = csub.add_parser("train-classifier", help="train the ResNet-34 cell-type classifier on images with typed points")
+    tc.add_argument("--images", type=Path, required=True, help="folder of RGB images (<name>.png)")
+    tc.add_argument("--points", type=Path, required=True,
+                    help="folder of <name>.csv with columns x, y (px; x = column) and class (or cell_type)")
+    tc.add_argument("--out", type=Path, required=True)
+    tc.add_argument("--um-per-px", type=float, required=True, help="pixel size of the training images (µm)")
+    tc.add_argument("--classes", nargs="+", default=None,
+                    help="class names in order (default: every class in the files, sorted; 'unclassified' and empty rows are skipped)")
+    tc.add_argument("--val", type=int, default=2, help="images held out to choose the saved epoch")
+    tc.add_argument("--epochs", type=int, default=30)
+    tc.add_argument("--width", type=int, default=32, help="channels of the first ResNet stage (64 in the paper)")
+    tc.add_argument("--init", type=Path, default=None, help="fine-tune from this classifier")
+    tc.add_argument("--overwrite", action="store_true")
+
     de = csub.add_parser("detect", help="detect cells in an image or a folder → boxes CSV (and GeoJSON)")
     de.add_argument("input", type=Path)
     de.add_argument("--out", type=Path, required=True, help="boxes .csv or .geojson")
     de.add_argument("--detector", type=Path, default=None, help="default: the shipped nucleus detector")
+    de.add_argument("--classifier", type=Path, default=None,
+                    help="re-classify each box with this classifier ('default': the shipped CRC cell-type classifier)")
     de.add_argument("--um-per-px", type=float, default=None, help="pixel size of the input (µm); unknown: the model's, with a warning")
     de.add_argument("--conf", type=float, default=0.5)
     de.add_argument("--classical", action="store_true", help="the classical baseline (colour deconvolution + watershed) instead")
@@ -94,13 +110,15 @@ def _train(args) -> int:
 
 
 def _detect(args) -> int:
+    import warnings
+
     import numpy as np
     import pandas as pd
 
     from ..engine.cells.baseline import classical_nuclei
     from ..engine.cells.data import read_rgb
-    from ..engine.cells.detector import Detector
-    from ..engine.cells.io import write_boxes
+    from ..engine.cells.io import BOX_COLUMNS, write_boxes
+    from ..engine.cells.pipeline import detect_cells
     from ..engine.errors import BioidInputError
     from ..engine.progress import TqdmProgress
 
@@ -109,44 +127,106 @@ def _detect(args) -> int:
     if args.out.suffix.lower() not in (".csv", ".geojson", ".json"):
         raise BioidInputError(f"{args.out}: use .csv or .geojson")
     files = _images(args.input)
-    det = None
+    det = clf = None
     if not args.classical:
-        from ..engine.cells.detector import default_detector_path
+        from ..engine.cells.detector import Detector, default_detector_path
 
-        path = args.detector or default_detector_path()
-        det = Detector.load(path)
-    rows, first = [], None
+        det = Detector.load(args.detector or default_detector_path())
+    if args.classifier is not None:
+        from ..engine.cells.classifier import Classifier, default_classifier_path
+
+        clf = Classifier.load(default_classifier_path() if str(args.classifier) == "default" else args.classifier)
+    if args.um_per_px is None:
+        warnings.warn("--um-per-px not given: assuming the model's pixel size", stacklevel=1)
+    tables, first = [], None
     for f in files:
         image = read_rgb(f)
         if args.classical:
             r = classical_nuclei(image, args.um_per_px or 0.5)
+            df = pd.DataFrame(r["boxes"], columns=["x_min", "y_min", "x_max", "y_max"]).assign(score=r["scores"], **{"class": "nucleus"})
+            df["class_probability"] = df["score"]
+            if clf is not None:
+                c = clf.classify(image, r["boxes"], args.um_per_px or 0.5)
+                df["class"] = [clf.config.class_names[k] for k in c["classes"]]
+                df["class_probability"] = c["probability"]
         else:
             bar = TqdmProgress(f.name)
-            r = det.detect(image, args.um_per_px, conf=args.conf, progress=bar)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                df = detect_cells(image, args.um_per_px, det, clf, conf=args.conf, progress=bar)
             bar.close()
-        names = det.config.class_names if det is not None else ["nucleus"]
-        for b, s, c in zip(r["boxes"], r["scores"], r["classes"]):
-            rows.append({"image": f.name, "x_min": b[0], "y_min": b[1], "x_max": b[2], "y_max": b[3], "score": s,
-                         "class": names[int(c)], "class_probability": s})
+        df.insert(0, "image", f.name)
+        tables.append(df)
         if first is None:
-            first = (image, r)
-    df = pd.DataFrame(rows, columns=["image", "x_min", "y_min", "x_max", "y_max", "score", "class", "class_probability"])
+            first = (image, df)
+    df = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=BOX_COLUMNS)
     write_boxes(df, args.out, overwrite=args.overwrite)
     if args.out.suffix.lower() == ".csv":
         write_boxes(df, args.out.with_suffix(".geojson"), overwrite=args.overwrite)
     if args.overlay is not None and first is not None:
-        from PIL import Image, ImageDraw
+        from ..engine.cells.io import write_overlay
 
-        img = Image.fromarray(first[0])
-        draw = ImageDraw.Draw(img)
-        for b in first[1]["boxes"]:
-            draw.rectangle([float(v) for v in b], outline=(0, 255, 0))
-        from ..engine.io.atomic import atomic_write
-
-        with atomic_write(args.overlay, overwrite=args.overwrite) as tmp:
-            img.save(tmp, format="PNG")
+        write_overlay(first[0], first[1], args.overlay, overwrite=args.overwrite)
     print(json.dumps({"images": len(files), "boxes": len(df), "per_image": {k: int(v) for k, v in df["image"].value_counts().items()},
+                      "per_class": {k: int(v) for k, v in df["class"].value_counts().items()},
                       "out": str(args.out), "mean_score": float(np.mean(df["score"])) if len(df) else None}))
+    return 0
+
+
+def _train_classifier(args) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from ..engine.cells.classifier import Classifier, train_classifier
+    from ..engine.cells.data import Sample, read_rgb
+    from ..engine.errors import BioidInputError
+    from ..engine.progress import TqdmProgress
+
+    if args.out.exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out} already exists; refusing to overwrite it (pass --overwrite)")
+    init = Classifier.load(args.init) if args.init else None
+    tables = {}
+    for img_path in _images(args.images):
+        csv = args.points / f"{img_path.stem}.csv"
+        if not csv.is_file():
+            continue
+        df = pd.read_csv(csv)
+        col = "class" if "class" in df else "cell_type" if "cell_type" in df else None
+        if col is None or "x" not in df or "y" not in df:
+            raise BioidInputError(f"{csv}: needs columns x, y and class (or cell_type); has {list(df.columns)}")
+        tables[img_path] = (df, col)
+    if not tables:
+        raise BioidInputError(f"no image in {args.images} has a points file <name>.csv in {args.points}")
+    skip = {"", "unclassified", "nan"}
+    found = sorted({str(c) for df, col in tables.values() for c in df[col].astype(str)} - skip)
+    classes = init.config.class_names if init else (args.classes or found)
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise BioidInputError(f"classes {unknown} in the points files are not in the class list {classes}")
+    samples = []
+    for img_path, (df, col) in tables.items():
+        image = read_rgb(img_path)
+        xy = df[["x", "y"]].to_numpy(float)
+        H, W = image.shape[:2]
+        out = (xy[:, 0] < 0) | (xy[:, 1] < 0) | (xy[:, 0] >= W) | (xy[:, 1] >= H)
+        if out.any():
+            raise BioidInputError(f"{args.points / (img_path.stem + '.csv')}: {int(out.sum())} point(s) outside the image "
+                                  f"{img_path.name} ({W} × {H} px), e.g. x={xy[out][0, 0]:g}, y={xy[out][0, 1]:g}")
+        cls = np.array([classes.index(c) if c in classes else -1 for c in df[col].astype(str)], np.int64)
+        samples.append(Sample(img_path.stem, image, np.concatenate([xy, xy], 1), cls, args.um_per_px, exact=False))
+    if len(samples) <= args.val:
+        raise BioidInputError(f"{len(samples)} image(s) with points: need more than --val {args.val}")
+    rng = np.random.default_rng(0)
+    val_names = set(rng.choice([s.name for s in samples], args.val, replace=False).tolist()) if args.val else set()
+    bar = TqdmProgress("training")
+    clf = train_classifier([s for s in samples if s.name not in val_names], [s for s in samples if s.name in val_names], classes,
+                           epochs=args.epochs, width=args.width, init=init, progress=bar)
+    bar.close()
+    clf.metrics["held_out_images"] = sorted(val_names)
+    clf.save(args.out, overwrite=args.overwrite)
+    args.out.with_suffix(".json").write_text(json.dumps(clf.metrics, indent=1))
+    v = clf.metrics.get("val", {})
+    print(json.dumps({"model": str(args.out), "classes": list(classes), "accuracy": v.get("accuracy"), "weighted_f1": v.get("weighted_f1")}))
     return 0
 
 
@@ -163,4 +243,4 @@ def _evaluate(args) -> int:
     return 0
 
 
-HANDLERS = {"train-detector": _train, "detect": _detect, "evaluate": _evaluate}
+HANDLERS = {"train-detector": _train, "train-classifier": _train_classifier, "detect": _detect, "evaluate": _evaluate}

@@ -287,6 +287,10 @@ def train_detector(train: Sequence[Sample], val: Sequence[Sample] = (), class_na
         wh = np.concatenate([np.stack([s.boxes[:, 2] - s.boxes[:, 0], s.boxes[:, 3] - s.boxes[:, 1]], 1) for s in train if len(s.boxes)])
         cfg = DetectorConfig(list(class_names), fit_anchors(wh), depth, width, scales.pop(), size)
         det = Detector(cfg)
+    nc = len(det.config.class_names)
+    bad = [s.name for s in train if len(s.classes) and int(np.max(s.classes)) >= nc]
+    if bad:
+        raise BioidInputError(f"class indices outside the detector's classes {det.config.class_names} in {bad[:3]}")
     net = det.network.train()
     loss_fn = YoloLoss(net)
     decay, no_decay = [], []

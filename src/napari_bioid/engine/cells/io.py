@@ -1,7 +1,8 @@
 """Box tables: CSV and GeoJSON (the QuPath convention), with validation.
 
 CSV columns: ``image, x_min, y_min, x_max, y_max`` (px; x = column, y = row),
-``score``, ``class``, ``class_probability``. GeoJSON: a FeatureCollection of
+``score``, ``class``, ``class_probability`` (then, from a classifier, one
+``p_<class>`` column per class). GeoJSON: a FeatureCollection of
 ``Polygon`` features (the box corners, closed ring, px), each with
 ``properties.objectType = "detection"``, ``classification = {"name": class}``
 and ``measurements`` (score, class probability), which QuPath imports as
@@ -48,7 +49,7 @@ def write_boxes(df: pd.DataFrame, path: PathLike, overwrite: bool = False) -> Pa
     suffix = path.suffix.lower()
     with atomic_write(path, overwrite=overwrite) as tmp:
         if suffix == ".csv":
-            df[[c for c in BOX_COLUMNS if c in df]].to_csv(tmp, index=False, float_format="%.2f")
+            df[[c for c in BOX_COLUMNS if c in df] + [c for c in df.columns if str(c).startswith("p_")]].to_csv(tmp, index=False, float_format="%.2f")
         elif suffix in (".geojson", ".json"):
             feats = []
             for r in df.to_dict("records"):
@@ -61,3 +62,19 @@ def write_boxes(df: pd.DataFrame, path: PathLike, overwrite: bool = False) -> Pa
         else:
             raise BioidInputError(f"cannot write {path}: use .csv or .geojson")
     return path
+
+
+def write_overlay(image: np.ndarray, boxes: pd.DataFrame, path: PathLike, overwrite: bool = False) -> Path:
+    """A PNG of the image with its boxes drawn, coloured by class (atomic)."""
+    from PIL import Image, ImageDraw
+
+    palette = [(0, 255, 0), (255, 64, 64), (64, 160, 255), (255, 200, 0), (200, 0, 255), (0, 255, 255), (255, 128, 0), (255, 255, 255)]
+    names = sorted(boxes["class"].astype(str).unique()) if "class" in boxes and len(boxes) else []
+    img = Image.fromarray(np.asarray(image))
+    draw = ImageDraw.Draw(img)
+    for r in boxes.to_dict("records"):
+        colour = palette[names.index(str(r["class"])) % len(palette)] if names else palette[0]
+        draw.rectangle([float(r["x_min"]), float(r["y_min"]), float(r["x_max"]), float(r["y_max"])], outline=colour)
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        img.save(tmp, format="PNG")
+    return Path(path)
