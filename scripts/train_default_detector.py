@@ -25,7 +25,7 @@ import torch
 from napari_bioid.engine.cells.baseline import classical_nuclei
 from napari_bioid.engine.cells.boxes import detection_metrics
 from napari_bioid.engine.cells.data import Sample, load_crc, load_monuseg, split_names
-from napari_bioid.engine.cells.detector import Detector, evaluate_detector, train_detector
+from napari_bioid.engine.cells.detector import Detector, choose_confidence, evaluate_detector, train_detector
 from napari_bioid.engine.cells.pipeline import evaluate_two_stage
 from napari_bioid.engine.progress import TqdmProgress
 
@@ -59,6 +59,7 @@ def main():
         det.metrics["continued_from"] = {"steps": init.metrics.get("steps"), "previous": init.metrics.get("continued_from")}
     bar.close()
     det.metrics["held_out_images"] = val_names
+    det.config.conf = choose_confidence(det, val)  # the operating point, on the held-out MoNuSeg images
     det.metrics["held_out"] = evaluate_detector(det, val)
     preds = [classical_nuclei(s.image, s.um_per_px) for s in val]
     det.metrics["classical_baseline_held_out"] = detection_metrics([(p["boxes"], p["scores"]) for p in preds], [s.boxes for s in val], 0.5, 0.0)

@@ -303,3 +303,13 @@ def test_cli_train_classifier_and_detect_with_classifier(crc, small_detector, sm
     df = pd.read_csv(tmp_path / "b.csv")
     assert {"class", "class_probability", "p_epithelial"} <= set(df.columns) and set(df["class"]) <= {"epithelial", "fibroblast", "inflammatory", "others"}
     assert (tmp_path / "o.png").is_file() and (tmp_path / "b.geojson").is_file()
+
+
+def test_a_large_field_finds_as_many_cells_per_area_as_a_small_one(monuseg, small_detector):
+    """A 4 × 4 mosaic of one image holds 16 times its cells: the tile merge must not drop any (it once kept only the
+    30,000 best candidate boxes of the whole image before NMS)."""
+    _, val = monuseg
+    img = val[0].image[:480, :480]
+    one = len(small_detector.detect(img, 0.5, conf=0.05)["boxes"])
+    big = len(small_detector.detect(np.tile(img, (4, 4, 1)), 0.5, conf=0.05)["boxes"])
+    assert one > 50 and abs(big / (16 * one) - 1) < 0.1, (one, big)

@@ -59,3 +59,29 @@ def test_statistics_files(tmp_path):
     assert (tmp_path / "stats" / "density.png").stat().st_size > 5000
     with pytest.raises(FileExistsError):
         write_statistics(st, tmp_path / "stats")
+
+
+def test_cli_stats_groups_from_subfolders(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    for g in ("treated", "control"):
+        (tmp_path / "imgs" / g).mkdir(parents=True)
+        Image.fromarray(np.zeros((100, 200, 3), np.uint8)).save(tmp_path / "imgs" / g / "a.png")
+    rows = [_box(50, 50, 10, "tumour", "treated/a.png"), _box(70, 50, 10, "normal", "treated/a.png"), _box(50, 50, 10, "normal", "control/a.png")]
+    pd.DataFrame(rows).assign(score=0.9).to_csv(tmp_path / "boxes.csv", index=False)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "napari_bioid.cli", "cells", "stats", *map(str, a)], capture_output=True, text=True)
+    res = run(tmp_path / "boxes.csv", "--images", tmp_path / "imgs", "--positive", "tumour", "--out", tmp_path / "st")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["groups"] == ["control", "treated"]
+    pi = pd.read_csv(tmp_path / "st" / "per_image.csv").set_index("image")
+    assert pi.loc["treated/a.png", "proportion_tumour"] == 0.5 and pi.loc["control/a.png", "n_cells"] == 1
+    cells = pd.read_csv(tmp_path / "st" / "cells.csv")
+    assert np.isclose(cells["area_rel_image"].iloc[0], 100 / 20000)
+    d = pd.read_csv(tmp_path / "st" / "density.csv")
+    assert d[["k2", "k4"]].to_numpy().tolist() == [[0, 1]]  # the normal cell 20 px away: k = 4 × r̄ (5 px)
+    bad = run(tmp_path / "boxes.csv", "--positive", "tumor", "--out", tmp_path / "st2")
+    assert bad.returncode == 2 and "do not occur" in bad.stderr and not (tmp_path / "st2").exists()

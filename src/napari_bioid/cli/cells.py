@@ -1,4 +1,4 @@
-"""``bioid cells train-detector|train-classifier|detect|evaluate``: cell detection and typing on H&E images."""
+"""``bioid cells train-detector|train-classifier|detect|stats|evaluate``: cell detection and typing on H&E images."""
 
 from __future__ import annotations
 
@@ -45,10 +45,21 @@ def add(sub) -> None:
     de.add_argument("--classifier", type=Path, default=None,
                     help="re-classify each box with this classifier ('default': the shipped CRC cell-type classifier)")
     de.add_argument("--um-per-px", type=float, default=None, help="pixel size of the input (µm); unknown: the model's, with a warning")
-    de.add_argument("--conf", type=float, default=0.5)
+    de.add_argument("--conf", type=float, default=None, help="detection confidence (default: the model's operating point)")
     de.add_argument("--classical", action="store_true", help="the classical baseline (colour deconvolution + watershed) instead")
     de.add_argument("--overlay", type=Path, default=None, help="PNG of the (first) image with its boxes")
     de.add_argument("--overwrite", action="store_true")
+
+    st = csub.add_parser("stats", help="counts, proportions, sizes and density scores per image and group → CSV tables and plots")
+    st.add_argument("boxes", type=Path, help="boxes CSV (from detect, or corrected)")
+    st.add_argument("--out", type=Path, required=True, help="output folder")
+    st.add_argument("--groups", type=Path, default=None,
+                    help="CSV with columns image, group; default: the image's sub-folder under --images, else one group")
+    st.add_argument("--images", type=Path, default=None, help="folder of the images (their sizes; sub-folders = groups)")
+    st.add_argument("--positive", nargs="+", default=[], help="the target class(es) of the density score")
+    st.add_argument("--normal", nargs="+", default=None, help="the normal class(es) (default: every other class)")
+    st.add_argument("--um-per-px", type=float, default=None, help="pixel size for areas in µm²")
+    st.add_argument("--overwrite", action="store_true")
 
     ev = csub.add_parser("evaluate", help="mAP50 and F1 of boxes against truth boxes (CSV) at an IoU (JSON)")
     ev.add_argument("boxes", type=Path)
@@ -61,7 +72,7 @@ def _images(path: Path):
     from ..engine.errors import BioidInputError
 
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
         if not files:
             raise BioidInputError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)})")
         return files
@@ -155,7 +166,7 @@ def _detect(args) -> int:
                 warnings.simplefilter("ignore")
                 df = detect_cells(image, args.um_per_px, det, clf, conf=args.conf, progress=bar)
             bar.close()
-        df.insert(0, "image", f.name)
+        df.insert(0, "image", f.relative_to(args.input).as_posix() if args.input.is_dir() else f.name)
         tables.append(df)
         if first is None:
             first = (image, df)
@@ -243,4 +254,42 @@ def _evaluate(args) -> int:
     return 0
 
 
-HANDLERS = {"train-detector": _train, "train-classifier": _train_classifier, "detect": _detect, "evaluate": _evaluate}
+def _stats(args) -> int:
+    import pandas as pd
+
+    from ..engine.cells.io import read_boxes
+    from ..engine.cells.stats import cell_statistics, write_statistics
+    from ..engine.errors import BioidInputError
+
+    boxes = read_boxes(args.boxes)
+    if "class" not in boxes:
+        raise BioidInputError(f"{args.boxes}: missing column 'class'")
+    sizes, groups = {}, {}
+    if args.images is not None:
+        from PIL import Image
+
+        if not args.images.is_dir():
+            raise BioidInputError(f"{args.images}: no such folder")
+        for p in sorted(args.images.rglob("*")):
+            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.endswith(".cells.csv"):
+                key = p.relative_to(args.images).as_posix()
+                with Image.open(p) as im:
+                    sizes[key] = (im.height, im.width)
+                if p.parent != args.images:
+                    groups[key] = p.relative_to(args.images).parts[0]
+    if args.groups is not None:
+        g = pd.read_csv(args.groups)
+        if not {"image", "group"} <= set(g.columns):
+            raise BioidInputError(f"{args.groups}: needs columns image, group; has {list(g.columns)}")
+        groups.update(dict(zip(g["image"].astype(str), g["group"].astype(str))))
+    unknown = sorted(set(args.positive) - set(boxes["class"].astype(str)))
+    if unknown:
+        raise BioidInputError(f"positive class(es) {unknown} do not occur in {args.boxes} (classes: {sorted(set(boxes['class'].astype(str)))})")
+    stats = cell_statistics(boxes, sizes, groups, args.positive, args.normal, args.um_per_px)
+    files = write_statistics(stats, args.out, overwrite=args.overwrite)
+    print(json.dumps({"out": str(args.out), "files": sorted(files), "images": len(stats["per_image"]), "groups": stats["per_group"]["group"].tolist(),
+                      "cells": int(stats["per_image"]["n_cells"].sum())}))
+    return 0
+
+
+HANDLERS = {"train-detector": _train, "train-classifier": _train_classifier, "detect": _detect, "stats": _stats, "evaluate": _evaluate}

@@ -30,3 +30,41 @@ def refill_combo(combo: QComboBox, names: Sequence[str]) -> None:
     if current in names:
         combo.setCurrentText(current)
     combo.blockSignals(False)
+
+
+def run_controls(host, root, *actions):
+    """The row of action buttons + *Cancel*, the progress bar and the status line of a WorkerHost widget.
+
+    Sets ``host.cancel_btn``, ``host.progress`` and ``host.status`` (what WorkerHost expects) and adds them
+    under ``root`` (a QVBoxLayout), the actions first."""
+    from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton
+
+    row = QHBoxLayout()
+    host.cancel_btn = QPushButton("Cancel")
+    host.cancel_btn.setEnabled(False)
+    host.cancel_btn.setToolTip("stop at the next check point (nothing is written)")
+    host.cancel_btn.clicked.connect(host.cancel)
+    for b in (*actions[:1], host.cancel_btn, *actions[1:]):
+        row.addWidget(b)
+    root.addLayout(row)
+    host.progress = QProgressBar()
+    root.addWidget(host.progress)
+    host.status = QLabel("")
+    host.status.setWordWrap(True)
+    root.addWidget(host.status)
+
+
+def choose_folder(parent, title: str, then) -> None:
+    """Ask for a folder; call ``then(path)``, showing any error as a notification."""
+    from pathlib import Path
+
+    from qtpy.QtWidgets import QFileDialog
+
+    from ._worker import notify_error
+
+    path = QFileDialog.getExistingDirectory(parent, title, str(Path.home()))
+    if path:
+        try:
+            then(path)
+        except Exception as exc:
+            notify_error(exc)

@@ -34,12 +34,12 @@ import numpy as np
 import pandas as pd
 from qtpy.QtCore import QTimer, Signal, QObject
 from qtpy.QtWidgets import (
-    QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton, QScrollArea, QTabWidget,
-    QVBoxLayout, QWidget,
+    QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QScrollArea, QTabWidget, QVBoxLayout,
+    QWidget,
 )
 
 from ..engine.errors import BioidInputError
-from ._form import refill_combo, spin
+from ._form import choose_folder, refill_combo, run_controls, spin
 from ._worker import WorkerHost, notify, notify_error, warm_up_imports
 
 AUTOSAVE_DIR = Path.home() / ".napari-bioid" / "autosave" / "cells"
@@ -120,27 +120,16 @@ class CellScannerWidget(WorkerHost, QWidget):
         mrow.addWidget(self.model_combo)
         mrow.addWidget(self.refresh_models_btn)
         f.addRow("model", mrow)
-        self.conf = spin(0.01, 0.99, 0.5, 0.05, decimals=2)
-        self.conf.setToolTip("detection confidence (0.5 for use)")
+        self.conf = spin(0.0, 0.99, 0.0, 0.05, special="model's", decimals=2)
+        self.conf.setToolTip("detection confidence; default: the model's operating point (chosen on held-out images)")
         f.addRow("confidence", self.conf)
         self.all_images = QCheckBox("all open images")
         f.addRow(self.all_images)
         root.addLayout(f)
-        buttons = QHBoxLayout()
         self.detect_btn = QPushButton("Detect")
         self.detect_btn.setToolTip("detect and classify (worker thread); boxes you made or changed are kept")
         self.detect_btn.clicked.connect(self.detect)
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setEnabled(False)
-        self.cancel_btn.clicked.connect(self.cancel)
-        buttons.addWidget(self.detect_btn)
-        buttons.addWidget(self.cancel_btn)
-        root.addLayout(buttons)
-        self.progress = QProgressBar()
-        root.addWidget(self.progress)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        root.addWidget(self.status)
+        run_controls(self, root, self.detect_btn)
 
         tabs = QTabWidget()
         correct = QWidget()
@@ -282,12 +271,7 @@ class CellScannerWidget(WorkerHost, QWidget):
                 notify_error(exc)
 
     def _folder_dialog(self):
-        path = QFileDialog.getExistingDirectory(self, "Open a folder of images (sub-folders = groups)", str(Path.home()))
-        if path:
-            try:
-                self.open_folder(path)
-            except Exception as exc:
-                notify_error(exc)
+        choose_folder(self, "Open a folder of images (sub-folders = groups)", self.open_folder)
 
     @staticmethod
     def image_path(layer) -> Optional[Path]:
@@ -571,7 +555,7 @@ class CellScannerWidget(WorkerHost, QWidget):
             notify_error(exc)
             return None
         jobs = [(l.name, np.asarray(l.data)) for l in targets]
-        um, conf = self._um(), self.conf.value()
+        um, conf = self._um(), (self.conf.value() or None)
         name = self.model_combo.currentText() or "default"
 
         def job(progress, cancel):
@@ -741,10 +725,7 @@ class CellScannerWidget(WorkerHost, QWidget):
         return write_statistics(self.stats, folder, overwrite=overwrite)
 
     def _export_dialog(self):
-        path = QFileDialog.getExistingDirectory(self, "Export statistics to a folder", str(Path.home()))
-        if path:
-            try:
-                files = self.export_statistics(path)
-                notify(f"wrote {len(files)} files to {path}")
-            except Exception as exc:
-                notify_error(exc)
+        def export(path):
+            notify(f"wrote {len(self.export_statistics(path))} files to {path}")
+
+        choose_folder(self, "Export statistics to a folder", export)

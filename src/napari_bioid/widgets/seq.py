@@ -19,12 +19,12 @@ from typing import Optional
 
 import numpy as np
 from qtpy.QtWidgets import (
-    QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton, QTabWidget, QVBoxLayout, QWidget,
+    QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QTabWidget, QVBoxLayout, QWidget,
 )
 
 from .._seq_layers import BASE_COLOURS, gather_stacks
 from ..engine.errors import BioidInputError
-from ._form import refill_combo
+from ._form import refill_combo, run_controls
 from ._worker import WorkerHost, notify, notify_error, warm_up_imports
 
 LOW_QUALITY = 20
@@ -93,26 +93,15 @@ class BaseCallingWidget(WorkerHost, QWidget):
                                        "CSV (*.csv)")
         f.addRow("codebook", row)
         root.addLayout(f)
-        buttons = QHBoxLayout()
         self.call_btn = QPushButton("Call")
         self.call_btn.setToolTip("register, detect clusters, extract, correct crosstalk and phasing, call, qualities (worker thread)")
         self.call_btn.clicked.connect(self.call)
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setEnabled(False)
-        self.cancel_btn.setToolTip("stop at the next cycle (nothing is written)")
-        self.cancel_btn.clicked.connect(self.cancel)
         self.export_btn = QPushButton("Export FASTQ + CSV…")
         self.export_btn.setToolTip("FASTQ (Phred+33) of the pass-filter reads and a per-cluster CSV (x, y in px, pass filter, read, qualities)")
         self.export_btn.setEnabled(False)
         self.export_btn.clicked.connect(self._export_dialog)
-        for b in (self.call_btn, self.cancel_btn, self.export_btn):
-            buttons.addWidget(b)
-        root.addLayout(buttons)
-        self.progress = QProgressBar()
-        root.addWidget(self.progress)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        root.addWidget(self.status)
+        run_controls(self, root, self.call_btn, self.export_btn)
+        self.cancel_btn.setToolTip("stop at the next cycle (nothing is written)")
         tabs = QTabWidget()
         cluster = QWidget()
         cl = QVBoxLayout(cluster)

@@ -76,7 +76,7 @@ def match_boxes(pred: np.ndarray, scores: np.ndarray, truth: np.ndarray, iou_thr
     tp = np.zeros(len(pred), bool)
     if len(pred) == 0 or len(truth) == 0:
         return tp
-    iou = box_iou(torch.as_tensor(pred, dtype=torch.float64), torch.as_tensor(truth, dtype=torch.float64)).numpy()
+    iou = box_iou(torch.tensor(pred, dtype=torch.float64), torch.tensor(truth, dtype=torch.float64)).numpy()
     taken = np.zeros(len(truth), bool)
     for i in np.argsort(-scores, kind="stable"):
         cand = np.where(~taken, iou[i], -1.0)

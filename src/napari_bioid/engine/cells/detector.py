@@ -11,8 +11,9 @@ saved; the anchors are re-fitted to the training boxes (k-means, 1 − IoU).
 Inference: the image is cut into overlapping tiles (default 512 px at the
 model's pixel size, overlap 64 px), each tile resampled on its own to the
 model's µm/px, so memory is bounded by a tile whatever the image size; boxes
-above the confidence (0.5 for use, 0.001 for mAP) are merged across tiles by
-NMS (IoU 0.45).
+above the confidence (the model's operating point ``config.conf``, 0.5 unless
+chosen on held-out images by :func:`choose_confidence`; 0.001 for mAP) are merged across tiles by
+NMS (IoU 0.45), first within each tile, then across tiles.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from .yolo import YOLO, YoloLoss, fit_anchors
 
 
 MAX_PER_TILE = 3000  # boxes per tile before merging (YOLOv5: max_nms 30000 per image)
-MAX_NMS = 30000
+MAX_NMS = 1_000_000  # boxes merged across tiles (after each tile's own NMS)
 
 
 @dataclass
@@ -50,6 +51,7 @@ class DetectorConfig:
     width: float = 0.25
     um_per_px: float = DEFAULT_UM_PER_PX
     train_size: int = 256
+    conf: float = 0.5  # the operating confidence (chosen on held-out images by choose_confidence)
 
 
 def default_detector_path() -> Path:
@@ -90,7 +92,7 @@ class Detector:
 
     # ------------------------------------------------------------------ inference
     @torch.inference_mode()
-    def detect(self, image: np.ndarray, um_per_px: Optional[float] = None, conf: float = 0.5, iou: float = 0.45, tile: int = 512,
+    def detect(self, image: np.ndarray, um_per_px: Optional[float] = None, conf: Optional[float] = None, iou: float = 0.45, tile: int = 512,
                overlap: int = 64, progress: Optional[ProgressCallback] = None, cancel: Any = None) -> Dict[str, np.ndarray]:
         """Boxes on an RGB image of any size.
 
@@ -100,7 +102,8 @@ class Detector:
         um_per_px : float, optional
             The image's pixel size; when unknown the model's is assumed, with a warning.
         conf, iou : float
-            Confidence threshold (0.5 for use, ~0.001 for mAP) and NMS IoU.
+            Confidence threshold (default: the model's operating point
+            ``config.conf``; ~0.001 for mAP) and NMS IoU.
         tile, overlap : int
             Tile size and overlap in model pixels.
 
@@ -114,6 +117,7 @@ class Detector:
             Not an RGB image.
         """
         image = check_rgb(image)
+        conf = self.config.conf if conf is None else conf
         if um_per_px is None:
             warnings.warn(f"the image's pixel size is unknown: assuming the model's {self.config.um_per_px} µm/px", stacklevel=2)
             um_per_px = self.config.um_per_px
@@ -152,9 +156,22 @@ class Detector:
                     m = o_in / 2
                     inner = ((cx >= (m if x0 > 0 else -1e9)) & (cx < (crop.shape[1] - m if x0 + t_in < W else 1e9)) &
                              (cy >= (m if y0 > 0 else -1e9)) & (cy < (crop.shape[0] - m if y0 + t_in < H else 1e9)))
-                    boxes.append(b[inner])
-                    scores.append(score[keep][inner])
-                    classes.append(p[inner, 5:].argmax(1) if net.nc > 1 else torch.zeros(int(inner.sum()), dtype=torch.long))
+                    bt, st = b[inner], score[keep][inner]
+                    ct = p[inner, 5:].argmax(1) if net.nc > 1 else torch.zeros(int(inner.sum()), dtype=torch.long)
+                    # NMS within the tile for boxes that no other tile's box can reach (deeper inside than two
+                    # box sides), so candidates never pile up over a large image; the band near a neighbour
+                    # goes to the final NMS whole, which therefore equals one NMS over the image
+                    if len(bt):
+                        reach = 2 * float(torch.max(bt[:, 2:] - bt[:, :2]))
+                        cxi, cyi = cx[inner], cy[inner]
+                        deep = ((cxi >= (m + reach if x0 > 0 else -1e9)) & (cxi < (crop.shape[1] - m - reach if x0 + t_in < W else 1e9)) &
+                                (cyi >= (m + reach if y0 > 0 else -1e9)) & (cyi < (crop.shape[0] - m - reach if y0 + t_in < H else 1e9)))
+                        d_idx = torch.nonzero(deep).flatten()
+                        sel = torch.cat([d_idx[nms(bt[d_idx], st[d_idx], iou)], torch.nonzero(~deep).flatten()])
+                        bt, st, ct = bt[sel], st[sel], ct[sel]
+                    boxes.append(bt)
+                    scores.append(st)
+                    classes.append(ct)
                 k += 1
                 report(progress, k, total, f"tile {k}/{total}")
         if not boxes:
@@ -238,8 +255,24 @@ class _EMA:
                 v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
 
 
-def evaluate_detector(det: Detector, samples: Sequence[Sample], conf_map: float = 0.001, conf_use: float = 0.5) -> dict:
-    """mAP50 (boxes at ``conf_map``) and precision/recall/F1 at IoU 0.5 of the boxes at ``conf_use``."""
+def choose_confidence(det: Detector, samples: Sequence[Sample], grid: Sequence[float] = tuple(np.round(np.arange(0.2, 0.61, 0.05), 2))) -> float:
+    """The confidence in ``grid`` with the best F1 (IoU 0.5) on ``samples``: the model's operating point.
+
+    YOLOv5 trains objectness towards the box IoU, so a model whose boxes are
+    small or loosely annotated scores lower; its F1-best threshold (chosen on
+    held-out images, never on the test set) is stored in ``config.conf``."""
+    preds, truths = [], []
+    for s in samples:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = det.detect(s.image, s.um_per_px, conf=min(grid))
+        preds.append((r["boxes"], r["scores"])), truths.append(s.boxes)
+    return float(max(grid, key=lambda c: detection_metrics(preds, truths, 0.5, c)["f1"]))
+
+
+def evaluate_detector(det: Detector, samples: Sequence[Sample], conf_map: float = 0.001, conf_use: Optional[float] = None) -> dict:
+    """mAP50 (boxes at ``conf_map``) and precision/recall/F1 at IoU 0.5 of the boxes at ``conf_use`` (default the model's)."""
+    conf_use = det.config.conf if conf_use is None else conf_use
     preds, truths = [], []
     for s in samples:
         with warnings.catch_warnings():

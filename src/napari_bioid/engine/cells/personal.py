@@ -153,10 +153,11 @@ def _sample(c: Corrected, um: float, class_names: Sequence[str]) -> Sample:
     return Sample(c.name, resample(c.image, f), b, cls, um, exact=True)
 
 
-def evaluate_cell_model(model: CellModel, images: Sequence[Corrected], conf: float = 0.5) -> dict:
+def evaluate_cell_model(model: CellModel, images: Sequence[Corrected], conf: Optional[float] = None) -> dict:
     """Detection F1 at IoU 0.5 and class accuracy of the matched boxes, on corrected images."""
     from .pipeline import detect_cells
 
+    conf = model.detector.config.conf if conf is None else conf
     preds, truths, right, n_matched = [], [], 0, 0
     for c in images:
         with warnings.catch_warnings():

@@ -23,7 +23,7 @@ CELL_COLUMNS = ["x_min", "y_min", "x_max", "y_max", "score", "class", "class_pro
 
 
 def detect_cells(image: np.ndarray, um_per_px: Optional[float] = None, detector: Optional[Detector] = None,
-                 classifier: Optional[Classifier] = None, conf: float = 0.5, iou: float = 0.45, tile: int = 512,
+                 classifier: Optional[Classifier] = None, conf: Optional[float] = None, iou: float = 0.45, tile: int = 512,
                  progress: Optional[ProgressCallback] = None, cancel: Any = None) -> pd.DataFrame:
     """Boxes of every cell on an RGB image, each with a class and its probability.
 
@@ -38,7 +38,7 @@ def detect_cells(image: np.ndarray, um_per_px: Optional[float] = None, detector:
         Re-classifies each box (class and probability from it); without one
         the detector's class and score are used.
     conf, iou : float
-        Detection confidence (0.5 for use) and NMS IoU.
+        Detection confidence (default: the detector's operating point) and NMS IoU.
 
     Returns
     -------
@@ -85,7 +85,7 @@ def detect_cells(image: np.ndarray, um_per_px: Optional[float] = None, detector:
 
 
 def evaluate_two_stage(detector: Detector, classifier: Optional[Classifier], samples: Sequence[Sample], radius_um: float = 3.0,
-                       conf: float = 0.5) -> dict:
+                       conf: Optional[float] = None) -> dict:
     """The chain on annotated centroids: detection P/R/F1 within ``radius_um`` and classification of the matches.
 
     Every annotated nucleus (typed or not) is a detection target; the typed ones
