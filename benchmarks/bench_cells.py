@@ -53,7 +53,10 @@ def one(size: int, det_path, cls_path) -> dict:
         warnings.simplefilter("ignore")
         detect_cells(small, 0.5, det, clf)  # warm-up
     image = field(size)
-    before = rss_mb()
+    import gc
+
+    gc.collect()
+    before = rss_mb()  # the high-water mark so far (model, warm-up, the image and its making)
     t = time.perf_counter()
     r = det.detect(image, 0.5)
     t_det = time.perf_counter() - t

@@ -313,3 +313,21 @@ def test_a_large_field_finds_as_many_cells_per_area_as_a_small_one(monuseg, smal
     one = len(small_detector.detect(img, 0.5, conf=0.05)["boxes"])
     big = len(small_detector.detect(np.tile(img, (4, 4, 1)), 0.5, conf=0.05)["boxes"])
     assert one > 50 and abs(big / (16 * one) - 1) < 0.1, (one, big)
+
+
+def test_nms_equals_the_greedy_definition():
+    """The k-d-tree NMS gives exactly the textbook greedy result on dense random boxes."""
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 200, (600, 2))
+    wh = rng.uniform(4, 30, (600, 2))
+    boxes = torch.tensor(np.concatenate([xy, xy + wh], 1))
+    scores = torch.tensor(rng.random(600))
+    order = torch.argsort(scores, descending=True, stable=True)
+    iou = box_iou(boxes[order], boxes[order])
+    alive = torch.ones(600, dtype=torch.bool)
+    for i in range(600):
+        if alive[i]:
+            sup = iou[i] > 0.45
+            sup[: i + 1] = False
+            alive &= ~sup
+    assert nms(boxes, scores, 0.45).tolist() == order[alive].tolist()

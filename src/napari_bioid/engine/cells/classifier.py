@@ -150,7 +150,7 @@ class Classifier:
         return out
 
     def classify(self, image: np.ndarray, boxes: np.ndarray, um_per_px: float, progress: Optional[ProgressCallback] = None,
-                 cancel: Any = None) -> Dict[str, np.ndarray]:
+                 cancel: Any = None, chunk: int = 1024) -> Dict[str, np.ndarray]:
         """Classify the cell in each box.
 
         Parameters
@@ -175,8 +175,16 @@ class Classifier:
         if not um_per_px or um_per_px <= 0:
             raise BioidInputError(f"the pixel size must be positive, got {um_per_px} µm/px")
         boxes = np.asarray(boxes, float).reshape(-1, 4)
-        crops = extract_crops(image, box_centres(boxes), um_per_px, self.config.crop_um, self.config.input_px)
-        p = self.predict_crops(crops, progress=progress, cancel=cancel)
+        centres = box_centres(boxes)
+        # row-major order, then chunks: each chunk's crops come from a band of the image, so memory is bounded
+        # by the chunk whatever the image size and the number of cells
+        order = np.lexsort((centres[:, 0], centres[:, 1])) if len(centres) else np.zeros(0, int)
+        p = np.zeros((len(boxes), len(self.config.class_names)), np.float32)
+        for s in range(0, len(boxes), chunk):
+            idx = order[s : s + chunk]
+            crops = extract_crops(image, centres[idx], um_per_px, self.config.crop_um, self.config.input_px)
+            p[idx] = self.predict_crops(crops, cancel=cancel)
+            report(progress, min(s + chunk, len(boxes)), len(boxes), "classifying")
         cls = p.argmax(1) if len(p) else np.zeros(0, int)
         return {"classes": cls.astype(int), "probability": p[np.arange(len(p)), cls] if len(p) else np.zeros(0), "probabilities": p}
 

@@ -10,9 +10,10 @@
   models are kept under ``~/.napari-bioid/cell_models`` (``BIOID_CELL_MODELS``
   overrides) and listed by :func:`list_cell_models`.
 * :func:`finetune` continues the detector (and the classifier) from the current
-  weights on corrected images: the detector on their boxes, the classifier on
-  their boxes' classes; a class the classifier does not know yet gets a new
-  output (the others keep their weights).
+  weights on corrected images: the detector on their boxes (then its operating
+  confidence is chosen again by F1 on the held-back image, since training moves
+  the scores), the classifier on their boxes' classes; a class the classifier
+  does not know yet gets a new output (the others keep their weights).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from ..progress import ProgressCallback, check_cancel, report
 from .boxes import detection_metrics, match_boxes
 from .classifier import Classifier, default_classifier_path, train_classifier
 from .data import Sample, resample
-from .detector import Detector, default_detector_path, train_detector
+from .detector import Detector, choose_confidence, default_detector_path, train_detector
 from .io import BOX_COLUMNS, read_boxes
 
 SIDECAR_SUFFIX = ".cells.csv"
@@ -174,7 +175,7 @@ def evaluate_cell_model(model: CellModel, images: Sequence[Corrected], conf: Opt
             ps = p[sel]
             tp = match_boxes(ps, df["score"].to_numpy()[sel], t, 0.5)
             if tp.any():
-                iou = box_iou(torch.as_tensor(ps[tp]), torch.as_tensor(t)).numpy()
+                iou = box_iou(torch.tensor(ps[tp]), torch.tensor(t)).numpy()
                 j = iou.argmax(1)
                 right += int((df["class"].to_numpy()[sel][tp] == c.boxes["class"].astype(str).to_numpy()[j]).sum())
                 n_matched += int(tp.sum())
@@ -242,6 +243,8 @@ def finetune(model: CellModel, images: Sequence[Corrected], name: str, detector_
 
         det = train_detector(det_samples, steps=detector_steps, batch_size=batch_size, size=det.config.train_size, lr=0.002, init=det,
                              seed=seed, progress=det_progress, cancel=cancel)
+        if held_back is not None:  # the scores moved: choose the operating confidence again, on the held-back image
+            det.config.conf = choose_confidence(det, [_sample(c, um, ["x"]) for c in test_imgs])
     if tune_classifier and clf is not None:
         check_cancel(cancel)
         found = [str(k) for c in train_imgs for k in c.boxes.get("class", [])]
