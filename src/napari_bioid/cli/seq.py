@@ -36,6 +36,9 @@ def add(sub) -> None:
     ca.add_argument("--report", type=Path, default=None, help="folder for qc.json, qc.png and quality_table.json")
     ca.add_argument("--tile", default=None, help="tile name in the read names (default: the input's stem)")
     ca.add_argument("--all-reads", action="store_true", help="write reads failing the chastity filter too")
+    ca.add_argument("--caller", choices=["classical", "unet"], default="classical",
+                    help="classical pipeline, or the semi-supervised U-Net at the classical clusters (image stacks only)")
+    ca.add_argument("--model", type=Path, default=None, help="U-Net model (default: the shipped one)")
     ca.add_argument("--overwrite", action="store_true")
 
     ev = ssub.add_parser("evaluate", help="align a FASTQ to a reference: reads, aligned fraction, error rate, per-cycle error (JSON)")
@@ -126,7 +129,7 @@ def _call(args) -> int:
     source, positions, tile = _load_input(args.input)
     bar = TqdmProgress("calling")
     try:
-        run = call_run(source, ref, table, codebook, positions, tile=args.tile or tile, progress=bar)
+        run = call_run(source, ref, table, codebook, positions, tile=args.tile or tile, caller=args.caller, model=args.model, progress=bar)
     finally:
         bar.close()
     write_run(run, args.out, csv, args.report, overwrite=args.overwrite, all_reads=args.all_reads)

@@ -92,6 +92,10 @@ class BaseCallingWidget(WorkerHost, QWidget):
         self.codebook, row = _file_row("ISS codebook CSV (optional)", "Name,Code: in-situ sequencing spots are decoded to genes",
                                        "CSV (*.csv)")
         f.addRow("codebook", row)
+        self.caller_combo = QComboBox()
+        self.caller_combo.addItems(["classical", "unet"])
+        self.caller_combo.setToolTip("classical pipeline, or the semi-supervised U-Net (shipped model) at the classical clusters")
+        f.addRow("caller", self.caller_combo)
         root.addLayout(f)
         self.call_btn = QPushButton("Call")
         self.call_btn.setToolTip("register, detect clusters, extract, correct crosstalk and phasing, call, qualities (worker thread)")
@@ -144,10 +148,12 @@ class BaseCallingWidget(WorkerHost, QWidget):
             notify_error(exc)
             return None
 
+        caller = self.caller_combo.currentText()
+
         def job(progress, cancel):
             from ..engine.seq.run import call_run, qc_report
 
-            run = call_run(np.asarray(stack), ref, None, book, tile=name, progress=progress, cancel=cancel)
+            run = call_run(np.asarray(stack), ref, None, book, tile=name, caller=caller, progress=progress, cancel=cancel)
             return run, qc_report(run)
 
         return self.start(job, self._called, "calling…")

@@ -61,7 +61,7 @@ class SeqRun:
 
 def call_run(source, reference: Optional[Dict[str, str]] = None, quality_table: Optional[QualityTable] = None,
              codebook: Optional[Dict[str, str]] = None, positions: Optional[pd.DataFrame] = None, tile: str = "tile",
-             progress: Optional[ProgressCallback] = None, cancel: Any = None) -> SeqRun:
+             caller: str = "classical", model=None, progress: Optional[ProgressCallback] = None, cancel: Any = None) -> SeqRun:
     """Call a cycle stack ``[cycle, 4|5, y, x]`` or intensities ``[cluster, cycle, 4]``.
 
     Parameters
@@ -78,6 +78,11 @@ def call_run(source, reference: Optional[Dict[str, str]] = None, quality_table: 
         ISS decoding (:mod:`.iss`) of a stack with few cycles.
     positions : DataFrame, optional
         ``x, y`` of intensity-file clusters.
+    caller : "classical" or "unet"
+        The base caller of an image stack: the classical pipeline, or the
+        semi-supervised U-Net (:mod:`.unet`) at the classical detection's clusters.
+    model : path or UNetCaller, optional
+        The U-Net (default: the shipped one).
 
     Raises
     ------
@@ -92,7 +97,16 @@ def call_run(source, reference: Optional[Dict[str, str]] = None, quality_table: 
 
             iss = decode_iss(arr, codebook)
         calls = call_stack(arr[:, :4], progress=progress, cancel=cancel)
+        if caller == "unet":
+            from .unet import UNetCaller, default_unet_path
+
+            net = model if isinstance(model, UNetCaller) else UNetCaller.load(model or default_unet_path())
+            calls = net.call(arr[:, :4], calls, progress=progress, cancel=cancel)
+        elif caller != "classical":
+            raise BioidInputError(f"unknown caller {caller!r}: use classical or unet")
     elif arr.ndim == 3:
+        if caller != "classical":
+            raise BioidInputError("cluster intensities (CIF / _int.txt) have no images: only the classical caller reads them")
         calls = call_intensities(arr, positions, progress=progress, cancel=cancel)
     else:
         raise BioidInputError(f"expected an image stack [cycle, channel, y, x] or intensities [cluster, cycle, 4], got shape {arr.shape}")

@@ -203,7 +203,8 @@ def train_unet_caller(tiles: Sequence[TrainingTile], epochs: int = 20, steps_per
     net = caller.network.train()
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     total = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.1)
+    warm = max(1, total // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(i, total) / total)))
     rng = np.random.default_rng(seed)
     g = torch.Generator().manual_seed(seed)
     history, step, t0 = [], 0, time.perf_counter()
