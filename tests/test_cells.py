@@ -98,14 +98,16 @@ def test_small_detector_learns_nuclei(monuseg, small_detector):
     assert m["map50"] > 0.1 and m["map50"] > 5 * chance["map50"], (m, chance)
 
 
-def test_tiling_gives_the_same_boxes_as_one_pass(monuseg, small_detector):
-    _, val = monuseg
-    img = val[0].image
-    whole = small_detector.detect(img, 0.5, conf=0.25, tile=1024)
-    tiled = small_detector.detect(img, 0.5, conf=0.25, tile=256, overlap=64)  # 4 tiles on this 505 px image
-    assert len(whole["boxes"]) > 20
+def test_tiling_gives_the_same_boxes_as_one_pass(monuseg):
+    from napari_bioid.engine.cells.detector import Detector, default_detector_path
+
+    det = Detector.load(default_detector_path())
+    img = monuseg[1][0].image
+    whole = det.detect(img, 0.5, conf=0.25, tile=1024)
+    tiled = det.detect(img, 0.5, conf=0.25, tile=256, overlap=64)  # 4 small tiles on this 505 px image
+    assert len(whole["boxes"]) > 100
     m = detection_metrics([(tiled["boxes"], tiled["scores"])], [whole["boxes"]], 0.5, 0.0)
-    assert m["recall"] > 0.9 and m["precision"] > 0.9, m
+    assert m["recall"] > 0.95 and m["precision"] > 0.95, m
 
 
 def test_detect_resamples_by_pixel_size_and_warns_when_unknown(monuseg, small_detector):
@@ -253,7 +255,7 @@ def test_classifier_file_round_trip_and_binary_class_list(crc, small_classifier,
     with pytest.raises(BioidInputError, match="at least two classes"):
         train_classifier([Sample("x", s.image, s.boxes, np.zeros(len(s.boxes), np.int64))], class_names=["a", "b"], epochs=1, width=8)
     (tmp_path / "junk.pt").write_bytes(b"not a model")
-    with pytest.raises(BioidInputError, match="not a cell classifier"):
+    with pytest.raises(BioidInputError, match="not a readable model file"):
         Classifier.load(tmp_path / "junk.pt")
 
 
@@ -305,14 +307,22 @@ def test_cli_train_classifier_and_detect_with_classifier(crc, small_detector, sm
     assert (tmp_path / "o.png").is_file() and (tmp_path / "b.geojson").is_file()
 
 
-def test_a_large_field_finds_as_many_cells_per_area_as_a_small_one(monuseg, small_detector):
-    """A 4 × 4 mosaic of one image holds 16 times its cells: the tile merge must not drop any (it once kept only the
-    30,000 best candidate boxes of the whole image before NMS)."""
-    _, val = monuseg
-    img = val[0].image[:480, :480]
-    one = len(small_detector.detect(img, 0.5, conf=0.05)["boxes"])
-    big = len(small_detector.detect(np.tile(img, (4, 4, 1)), 0.5, conf=0.05)["boxes"])
-    assert one > 50 and abs(big / (16 * one) - 1) < 0.1, (one, big)
+def test_a_large_field_tiled_equals_one_pass_and_keeps_every_cell(monuseg):
+    """The shipped detector on a 4 × 4 mosaic (1920² px): the default 512 px tiles give the boxes of one pass over
+    the whole field, and 16 times the cells of one copy. (Candidate caps per tile and per image once lost most
+    cells of large fields at low confidence.)"""
+    from napari_bioid.engine.cells.detector import Detector, default_detector_path
+
+    det = Detector.load(default_detector_path())
+    img = monuseg[1][0].image[:480, :480]
+    mosaic = np.tile(img, (4, 4, 1))
+    for conf in (0.3, 0.05):
+        tiled = det.detect(mosaic, 0.5, conf=conf)
+        whole = det.detect(mosaic, 0.5, conf=conf, tile=2048)
+        m = detection_metrics([(tiled["boxes"], tiled["scores"])], [whole["boxes"]], 0.5, 0.0)
+        assert m["recall"] > 0.95 and m["precision"] > 0.95, (conf, m)
+    one = len(det.detect(img, 0.5)["boxes"])
+    assert abs(len(det.detect(mosaic, 0.5)["boxes"]) / (16 * one) - 1) < 0.1
 
 
 def test_nms_equals_the_greedy_definition():

@@ -92,7 +92,7 @@ def test_model_file_and_cli(chrm, trained, tmp_path):
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "r.fastq").read_text().count("\n@") > 20
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    with pytest.raises(BioidInputError, match="not a U-Net"):
+    with pytest.raises(BioidInputError, match="not a readable model file"):
         UNetCaller.load(tmp_path / "junk.pt")
     from napari_bioid.engine.seq.run import call_run
 

@@ -31,12 +31,14 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import BioidInputError
-from ..io.atomic import PathLike, atomic_write
+from ..io.atomic import PathLike
 from ..nn.resnet import resnet
+from ..train.checkpoint import load_checkpoint, save_checkpoint
 from ..progress import ProgressCallback, check_cancel, report
 from .data import Sample, box_centres, check_rgb
 
 MEAN, STD = 0.5, 0.25
+KIND = "napari-bioid cell classifier"
 
 
 @dataclass
@@ -114,27 +116,15 @@ class Classifier:
 
     def save(self, path: PathLike, overwrite: bool = False, half: bool = True) -> Path:
         """Write the model atomically (weights in float16 by default: half the file, same calls)."""
-        path = Path(path)
-        state = {k: (v.detach().cpu().half() if half and v.dtype == torch.float32 else v.detach().cpu()) for k, v in self.network.state_dict().items()}
-        with atomic_write(path, overwrite=overwrite) as tmp:
-            torch.save({"kind": "napari-bioid cell classifier", "config": asdict(self.config), "state": state, "metrics": self.metrics}, tmp)
-        return path
+        state = {k: (v.half() if half and v.dtype == torch.float32 else v) for k, v in self.network.state_dict().items()}
+        return save_checkpoint(path, KIND, asdict(self.config), state, self.metrics, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: PathLike) -> "Classifier":
         """Read a model written by :meth:`save`. Raises :class:`BioidInputError` for anything else."""
-        path = Path(path)
-        if not path.is_file():
-            raise BioidInputError(f"{path}: no such model file")
-        try:
-            d = torch.load(path, map_location="cpu", weights_only=True)
-            if d.get("kind") != "napari-bioid cell classifier":
-                raise ValueError(f"kind is {d.get('kind')!r}")
-            cfg = ClassifierConfig(**d["config"])
-        except Exception as exc:
-            raise BioidInputError(f"{path}: not a cell classifier saved by napari-bioid ({exc})") from exc
-        clf = cls(cfg, metrics=d.get("metrics", {}))
-        clf.network.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in d["state"].items()})
+        d = load_checkpoint(path, KIND)
+        clf = cls(ClassifierConfig(**d["config"]), metrics=d.get("metrics", {}))
+        clf.network.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in d["state_dict"].items()})
         clf.network.eval()
         return clf
 

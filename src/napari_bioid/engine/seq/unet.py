@@ -24,7 +24,6 @@ pass filter and Phred calibration as the classical caller.
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,10 +35,13 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from ..errors import BioidInputError
-from ..io.atomic import PathLike, atomic_write
+from ..io.atomic import PathLike
 from ..nn.unet2d import UNet2d
 from ..progress import ProgressCallback, check_cancel, report
+from ..train.checkpoint import load_checkpoint, save_checkpoint
 from .classical import Calls, _background, call_stack, chastity_of, pass_filter
+
+KIND = "napari-bioid seq unet"
 
 
 @dataclass
@@ -120,25 +122,13 @@ class UNetCaller:
         self.metrics = metrics or {}
 
     def save(self, path: PathLike, overwrite: bool = False) -> Path:
-        path = Path(path)
-        with atomic_write(path, overwrite=overwrite) as tmp:
-            torch.save({"kind": "napari-bioid seq unet", "config": asdict(self.config),
-                        "state": {k: v.detach().cpu() for k, v in self.network.state_dict().items()}, "metrics": self.metrics}, tmp)
-        return path
+        return save_checkpoint(path, KIND, asdict(self.config), self.network.state_dict(), self.metrics, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: PathLike) -> "UNetCaller":
-        path = Path(path)
-        if not path.is_file():
-            raise BioidInputError(f"{path}: no such model file")
-        try:
-            d = torch.load(path, map_location="cpu", weights_only=True)
-            if d.get("kind") != "napari-bioid seq unet":
-                raise ValueError(f"kind is {d.get('kind')!r}")
-            u = cls(UNetCallerConfig(**d["config"]), metrics=d.get("metrics", {}))
-            u.network.load_state_dict(d["state"])
-        except Exception as exc:
-            raise BioidInputError(f"{path}: not a U-Net base caller saved by napari-bioid ({exc})") from exc
+        d = load_checkpoint(path, KIND)
+        u = cls(UNetCallerConfig(**d["config"]), metrics=d.get("metrics", {}))
+        u.network.load_state_dict(d["state_dict"])
         u.network.eval()
         return u
 
