@@ -45,12 +45,12 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float = 0.45) 
     """Greedy non-maximum suppression; indices of the kept boxes, by descending score.
 
     Exactly the greedy result, computed on the pairs of boxes that can overlap
-    only: two boxes overlap only when their centres are closer than the
-    diagonal of the largest box, so the pairs come from a k-d tree
-    (``scipy.spatial.cKDTree.query_pairs``) and the greedy pass visits each box
-    once. Time and memory grow with the number of boxes and their neighbours,
-    not with its square, so a whole slide region's tens of thousands of boxes
-    take well under a second.
+    only: boxes up to 4 × the median size overlap only when their centres are
+    closer than the diagonal of the largest of them, so their pairs come from a
+    k-d tree (``scipy.spatial.cKDTree.query_pairs``); the few larger boxes are
+    compared with all, in chunks. The greedy pass visits each box once. A whole
+    slide region's tens of thousands of nucleus boxes take well under a second,
+    and memory stays bounded for an untrained network's boxes too.
     """
     from scipy.spatial import cKDTree
 
@@ -61,21 +61,45 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float = 0.45) 
     b = boxes[order].detach().double().cpu().numpy()
     wh = np.clip(b[:, 2:] - b[:, :2], 0, None)
     centres = (b[:, :2] + b[:, 2:]) / 2
-    reach = float(np.hypot(*wh.max(axis=0))) + 1e-6
-    pairs = cKDTree(centres).query_pairs(reach, output_type="ndarray")  # i < j: i ranks higher
-    if len(pairs):
-        p, q = pairs[:, 0], pairs[:, 1]
+    area = wh.prod(axis=1)
+    side = wh.max(axis=1)
+    # boxes up to 4 × the median size pair up through a k-d tree; the few larger ones (an untrained network's,
+    # at a low threshold) are compared with every box in chunks, so memory stays bounded either way
+    large = side > 4 * max(float(np.median(side)), 1e-6)
+
+    def over(p, q):  # the pairs (p ranks higher) whose IoU exceeds the threshold
+        p, q = np.minimum(p, q), np.maximum(p, q)
         lt = np.maximum(b[p, :2], b[q, :2])
         rb = np.minimum(b[p, 2:], b[q, 2:])
         inter = np.clip(rb - lt, 0, None).prod(axis=1)
-        area = wh.prod(axis=1)
-        over = inter / (area[p] + area[q] - inter + 1e-9) > iou_threshold
-        p, q = p[over], q[over]
+        m = inter / (area[p] + area[q] - inter + 1e-9) > iou_threshold
+        return p[m], q[m]
+
+    # boxes up to 4 × the median size pair up through a k-d tree; the few larger ones (an untrained network's,
+    # at a low threshold) are compared with every box in chunks: memory stays bounded either way
+    small = np.flatnonzero(~large)
+    ps, qs = [], []
+    if len(small) > 1:
+        reach = float(np.hypot(*wh[small].max(axis=0))) + 1e-6
+        pr = cKDTree(centres[small]).query_pairs(reach, output_type="ndarray")
+        for s0 in range(0, len(pr), 1 << 20):
+            a, c = over(small[pr[s0 : s0 + (1 << 20), 0]], small[pr[s0 : s0 + (1 << 20), 1]])
+            ps.append(a), qs.append(c)
+    big = np.flatnonzero(large)
+    step = max(1, (1 << 20) // max(n, 1))
+    for s0 in range(0, len(big), step):
+        i, j = np.meshgrid(big[s0 : s0 + step], np.arange(n), indexing="ij")
+        keep = (j != i) & ~(large[j] & (j < i))  # each large-large pair once
+        a, c = over(i[keep], j[keep])
+        ps.append(a), qs.append(c)
+    p = np.concatenate(ps) if ps else np.zeros(0, int)
+    q = np.concatenate(qs) if qs else np.zeros(0, int)
+    if len(p):
         srt = np.argsort(p, kind="stable")
         p, q = p[srt], q[srt]
         starts = np.searchsorted(p, np.arange(n + 1))
     alive = np.ones(n, bool)
-    if len(pairs) and len(p):
+    if len(p):
         for i in np.unique(p):
             if alive[i]:
                 alive[q[starts[i] : starts[i + 1]]] = False
