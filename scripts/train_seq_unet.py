@@ -33,6 +33,7 @@ def main():
     ap.add_argument("--cycles", type=int, default=40)
     ap.add_argument("--epochs", type=int, default=24)
     ap.add_argument("--steps", type=int, default=50, help="steps per epoch")
+    ap.add_argument("--max-label-error", type=float, default=0.05, help="label clusters whose read aligns with at most this mismatch rate")
     ap.add_argument("--no-consistency", action="store_true")
     ap.add_argument("--out", type=Path, default=default_unet_path())
     a = ap.parse_args()
@@ -43,12 +44,13 @@ def main():
     for k in range(a.tiles):
         density = 200.0 if k % 2 == 0 else 400.0
         tile = simulate_tile(SeqSimParams(height=a.size, width=a.size, n_cycles=a.cycles, density_k_per_mm2=density, seed=1000 + k), seq)
-        tiles.append(labels_from_reference(tile.stack, ref))
+        tiles.append(labels_from_reference(tile.stack, ref, max_label_error=a.max_label_error))
         lab = tiles[-1].labels[:, 0] >= 0
         print(json.dumps({"tile": k, "density": density, "clusters": int(len(lab)), "labelled": int(lab.sum())}), flush=True)
     bar = TqdmProgress("training")
     caller = train_unet_caller(tiles, epochs=a.epochs, steps_per_epoch=a.steps, consistency=not a.no_consistency, progress=bar)
     bar.close()
+    caller.metrics["max_label_error"] = a.max_label_error
     caller.metrics["tiles"] = {"n": a.tiles, "size": a.size, "cycles": a.cycles, "densities_k_per_mm2": [200.0, 400.0], "seeds_from": 1000}
     caller.save(a.out, overwrite=True)
     a.out.with_suffix(".json").write_text(json.dumps(caller.metrics, indent=1))

@@ -57,6 +57,22 @@ def stack_layers(stack: np.ndarray, name: str, source: str, channels: Optional[s
     return out
 
 
+def super_resolution_layers(sr: np.ndarray, name: str) -> List[tuple]:
+    """The multi-task caller's 2× images ``[cycle, 4, 2y, 2x]`` → one image ``LayerData`` per channel.
+
+    Scaled by ½ and moved by −¼ px so each fine pixel sits over the part of the
+    original pixel it resolves (the calls' reference frame); additive, like the stack.
+    """
+    out = []
+    for c, ch in enumerate(BASES):
+        plane = np.asarray(sr[:, c], np.float32)
+        hi = float(np.percentile(plane[: min(3, len(plane))], 99.8))
+        out.append((plane, {"name": f"{name} 2x {ch}", "colormap": CHANNEL_COLOURMAPS[ch], "blending": "additive",
+                            "contrast_limits": (0.0, max(hi, 1e-3)), "scale": (1.0, 0.5, 0.5), "translate": (0.0, -0.25, -0.25),
+                            "metadata": {"seq_super_resolution": name, "channel": c, "base": ch}}, "image"))
+    return out
+
+
 def read_seq_stack(path):
     from .engine.seq.io import read_stack
 

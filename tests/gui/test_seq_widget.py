@@ -55,3 +55,32 @@ def test_call_show_inspect_export(make_napari_viewer, qtbot, stack_file, tmp_pat
     names, reads, quals = read_fastq(out["fastq"])
     assert len(reads) == int(c.pass_filter.sum()) and names[0].startswith("tile:")
     assert out["csv"].is_file()
+
+
+def test_multitask_caller_shows_the_super_resolved_image(make_napari_viewer, qtbot, tmp_path):
+    """The multi-task caller: its own clusters, the 2× image as one layer per channel over the stack, separated clusters."""
+    from napari_bioid.widgets.seq import BaseCallingWidget
+
+    if not REF.is_file():
+        pytest.skip("reference not found")
+    tile = simulate_tile(SeqSimParams(height=96, width=96, n_cycles=8, density_k_per_mm2=400.0, seed=19), "".join(read_fasta(REF).values()))
+    path = write_stack(tile.stack, tmp_path / "dense.tif")
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin="napari-bioid")
+    w = BaseCallingWidget(viewer)
+    w.caller_combo.setCurrentText("multitask")
+    w.call()
+    qtbot.waitUntil(lambda: not w.busy, timeout=300_000)
+    assert w.run is not None, w.status.text()
+    c = w.run.calls
+    assert c.info["caller"] == "multitask" and "separated" in w.status.text()
+    sr = [viewer.layers[f"dense 2x {b}"] for b in "ACGT"]
+    assert all(l.data.shape == (8, 192, 192) and tuple(l.scale) == (1.0, 0.5, 0.5) for l in sr)
+    # the 2× layers lie over the stack: their extent matches the 96 px tile
+    assert np.allclose(sr[0].extent.world[1][1:], [95.25, 95.25], atol=0.01)
+    pts = viewer.layers["dense calls"]
+    assert len(pts.data) == len(c.bases) and pts.features["separated"].sum() == c.info["separated_clusters"]
+    # a second call replaces the 2× layers instead of piling them up
+    w.call()
+    qtbot.waitUntil(lambda: not w.busy, timeout=300_000)
+    assert sum(l.name.startswith("dense 2x") for l in viewer.layers) == 4

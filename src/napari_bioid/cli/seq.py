@@ -36,9 +36,12 @@ def add(sub) -> None:
     ca.add_argument("--report", type=Path, default=None, help="folder for qc.json, qc.png and quality_table.json")
     ca.add_argument("--tile", default=None, help="tile name in the read names (default: the input's stem)")
     ca.add_argument("--all-reads", action="store_true", help="write reads failing the chastity filter too")
-    ca.add_argument("--caller", choices=["classical", "unet"], default="classical",
-                    help="classical pipeline, or the semi-supervised U-Net at the classical clusters (image stacks only)")
-    ca.add_argument("--model", type=Path, default=None, help="U-Net model (default: the shipped one)")
+    ca.add_argument("--caller", choices=["classical", "unet", "multitask"], default="classical",
+                    help="classical pipeline, the semi-supervised U-Net at the classical clusters, or the multi-task super-resolution "
+                         "network with its own detection (image stacks only)")
+    ca.add_argument("--model", type=Path, default=None, help="the learned caller's model (default: the shipped one)")
+    ca.add_argument("--super-resolution", type=Path, default=None,
+                    help="multitask caller: write its 2x images here (float32 TIFF, cycle x A/C/G/T x 2y x 2x)")
     ca.add_argument("--overwrite", action="store_true")
 
     ev = ssub.add_parser("evaluate", help="align a FASTQ to a reference: reads, aligned fraction, error rate, per-cycle error (JSON)")
@@ -112,6 +115,7 @@ def _load_input(paths):
 def _call(args) -> int:
     import numpy as np
 
+    from ..engine.errors import BioidInputError
     from ..engine.progress import TqdmProgress
     from ..engine.seq.io import read_codebook, read_fasta
     from ..engine.seq.quality import QualityTable
@@ -121,7 +125,9 @@ def _call(args) -> int:
     table = QualityTable.load(args.quality_table) if args.quality_table else None
     codebook = read_codebook(args.codebook) if args.codebook else None
     csv = args.csv or args.out.with_suffix(".csv")
-    for p in (args.out, csv):
+    if args.super_resolution is not None and args.caller != "multitask":
+        raise BioidInputError("--super-resolution needs --caller multitask")
+    for p in [args.out, csv] + ([args.super_resolution] if args.super_resolution else []):
         if p.exists() and not args.overwrite:
             raise FileExistsError(f"{p} already exists; refusing to overwrite it (pass --overwrite)")
         if not p.parent.exists():
@@ -132,13 +138,15 @@ def _call(args) -> int:
         run = call_run(source, ref, table, codebook, positions, tile=args.tile or tile, caller=args.caller, model=args.model, progress=bar)
     finally:
         bar.close()
-    write_run(run, args.out, csv, args.report, overwrite=args.overwrite, all_reads=args.all_reads)
+    write_run(run, args.out, csv, args.report, overwrite=args.overwrite, all_reads=args.all_reads, super_resolution=args.super_resolution)
     rep = qc_report(run)
     keys = ["clusters", "pass_filter_fraction", "cycles", "phasing", "prephasing", "percent_q30", "aligned_fraction", "error_rate",
             "perfect_reads", "quality_source"]
     summary = {k: rep[k] for k in keys if k in rep}
     if "iss" in rep:
         summary["iss"] = rep["iss"]
+    if "separated_clusters" in run.calls.info:
+        summary["separated_clusters"] = run.calls.info["separated_clusters"]
     summary["fastq"] = str(args.out)
     summary["reads_written"] = int(len(run.calls.pass_filter) if args.all_reads else np.count_nonzero(run.calls.pass_filter))
     print(json.dumps(summary))

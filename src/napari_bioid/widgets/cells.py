@@ -257,7 +257,7 @@ class CellScannerWidget(WorkerHost, QWidget):
     def open_folder(self, folder) -> List:
         """Open every image of ``folder``; images in sub-folders belong to the group named after the sub-folder."""
         folder = Path(folder)
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.endswith(".png.bak"))
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise BioidInputError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
         return [self.open_image(p, p.parent.name if p.parent != folder else None) for p in files]
@@ -368,13 +368,17 @@ class CellScannerWidget(WorkerHost, QWidget):
             self._apply_queue.append(lambda: self._add_chunk(layer, shapes, feats, first, chunk))
             QTimer.singleShot(0, self._drain)
         elif chunk is not None:  # colours, then the class labels, each in its own turn
-            self._apply_queue += [lambda: layer.__setattr__("edge_color", self._colour(layer.features)) if len(layer.features) else None,
-                                  lambda: self._update_labels(layer)]
+            self._apply_queue += [lambda: self._recolour(layer), lambda: self._update_labels(layer)]
             QTimer.singleShot(0, self._drain)
         else:
             self._restyle(layer)
         self._defaults(layer)
         return layer
+
+    def _recolour(self, layer):
+        """Edge colours from the class features (nothing to do on an empty layer)."""
+        if len(layer.features):
+            layer.edge_color = self._colour(layer.features)
 
     def _add_chunk(self, layer, shapes, feats, start, chunk):
         stop = min(start + chunk, len(shapes))
@@ -385,8 +389,7 @@ class CellScannerWidget(WorkerHost, QWidget):
             self._apply_queue.append(lambda: self._add_chunk(layer, shapes, feats, stop, chunk))
         else:
             layer.metadata["loading"] = False
-            self._apply_queue += [lambda: layer.__setattr__("edge_color", self._colour(layer.features)) if len(layer.features) else None,
-                                  lambda: self._update_labels(layer)]
+            self._apply_queue += [lambda: self._recolour(layer), lambda: self._update_labels(layer)]
 
     @property
     def busy(self) -> bool:

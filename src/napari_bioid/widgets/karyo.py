@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
 from ..engine.errors import BioidInputError
 from ..engine.karyo.karyogram import ORDER, chromosome_name, layout
 from ..engine.karyo.orient import Decision, oriented_image, read_decisions, write_decisions, write_oriented
-from ._form import refill_combo, spin
+from ._form import choose_folder, refill_combo, spin
 from ._worker import WorkerHost, notify, notify_error, warm_up_imports
 
 AUTOSAVE_DIR = Path.home() / ".napari-bioid" / "autosave"
@@ -458,9 +458,4 @@ class KaryogramWidget(WorkerHost, QWidget):
         return path
 
     def _export_dialog(self):
-        folder = QFileDialog.getExistingDirectory(self, "Export upright crops to", str(Path.home()))
-        if folder:
-            try:
-                self.export(folder)
-            except Exception as exc:
-                notify_error(exc)
+        choose_folder(self, "Export upright crops to", self.export)

@@ -93,8 +93,10 @@ class BaseCallingWidget(WorkerHost, QWidget):
                                        "CSV (*.csv)")
         f.addRow("codebook", row)
         self.caller_combo = QComboBox()
-        self.caller_combo.addItems(["classical", "unet"])
-        self.caller_combo.setToolTip("classical pipeline, or the semi-supervised U-Net (shipped model) at the classical clusters")
+        self.caller_combo.addItems(["classical", "unet", "multitask"])
+        self.caller_combo.setToolTip("classical pipeline; the semi-supervised U-Net (shipped model) at the classical clusters; or the "
+                                     "multi-task network (shipped model): its own detection, separating touching clusters, and a 2x "
+                                     "super-resolved image shown as its own layers")
         f.addRow("caller", self.caller_combo)
         root.addLayout(f)
         self.call_btn = QPushButton("Call")
@@ -164,12 +166,28 @@ class BaseCallingWidget(WorkerHost, QWidget):
         text = f"{len(c.bases)} clusters, {100 * c.pass_filter.mean():.1f} % pass filter, {self.report.get('percent_q30', 0):.1f} % ≥ Q30"
         if "error_rate" in self.report:
             text += f", {100 * self.report['aligned_fraction']:.1f} % aligned, error {100 * self.report['error_rate']:.2f} %"
+        if "separated_clusters" in c.info:
+            text += (f"; {c.info['separated_clusters']} clusters separated that the classical detection merged "
+                     f"({c.info['classical_clusters']} classical clusters)")
         if self.run.iss is not None:
             s = self.run.iss[1]
             text += f"; ISS: {s['decoded_at_target_fdr']} spots decoded at FDR ≤ {100 * s['target_fdr']:.0f} %"
         self.status.setText(text)
+        self._show_super_resolution()
         self._show_points()
         self._draw_qc()
+
+    def _show_super_resolution(self):
+        """The multi-task caller's 2× images as one layer per channel (replacing an earlier run's)."""
+        from .._seq_layers import super_resolution_layers
+
+        sr = self.run.calls.info.get("super_resolution")
+        if sr is None:
+            return
+        for data, kwargs, _ in super_resolution_layers(sr, self.run.tile):
+            if kwargs["name"] in self.viewer.layers:
+                self.viewer.layers.remove(kwargs["name"])
+            self.viewer.add_image(data, **kwargs)
 
     def _cycle(self) -> int:
         step = self.viewer.dims.current_step
@@ -179,7 +197,8 @@ class BaseCallingWidget(WorkerHost, QWidget):
         c = self.run.calls
         yx = c.positions[["y", "x"]].to_numpy(float)
         name = f"{self.run.tile} calls"
-        features = {"cluster": np.arange(len(yx)), "pass_filter": c.pass_filter, "label": [""] * len(yx)}
+        features = {"cluster": np.arange(len(yx)), "pass_filter": c.pass_filter, "label": [""] * len(yx),
+                    "separated": c.positions["separated"].to_numpy() if "separated" in c.positions else np.zeros(len(yx), bool)}
         if self.points is not None and self.points in self.viewer.layers:
             self.viewer.layers.remove(self.points)
         self.points = self.viewer.add_points(yx, name=name, size=3, face_color="transparent", border_width=0.1,
@@ -237,7 +256,8 @@ class BaseCallingWidget(WorkerHost, QWidget):
         for k, b in enumerate("ACGT"):
             ax.plot(np.arange(1, len(read) + 1), c.corrected[i, :, k], color=BASE_COLOURS[b], label=b, lw=1)
         ax.set_xlabel("cycle", fontsize=7)
-        ax.set_ylabel("corrected intensity", fontsize=7)
+        learned = c.info.get("caller") in ("unet", "multitask")
+        ax.set_ylabel("base probability" if learned else "corrected intensity", fontsize=7)
         ax.tick_params(labelsize=6)
         ax.legend(fontsize=6, ncol=4)
         fig.tight_layout()

@@ -11,7 +11,9 @@ Typical use::
 Modules: :mod:`.simulate` (flow-cell tiles), :mod:`.classical` (the classical
 caller), :mod:`.quality` (calibrated Phred), :mod:`.align` (edlib alignment),
 :mod:`.iss` (in-situ sequencing decoding), :mod:`.run` (one call, its outputs
-and QC), :mod:`.io` (TIFF stacks, CIF, Bustard, FASTA, FASTQ, codebooks).
+and QC), :mod:`.io` (TIFF stacks, CIF, Bustard, FASTA, FASTQ, codebooks),
+:mod:`.unet` (the semi-supervised U-Net caller), :mod:`.multitask` (the
+multi-task super-resolution caller); ``call_run(..., caller="unet"|"multitask")``.
 """
 
 from typing import TYPE_CHECKING
@@ -28,6 +30,8 @@ _WHERE = {
     "Alignment": "align", "align_reads": "align",
     "decode_iss": "iss", "naive_decode": "iss",
     "SeqRun": "run", "call_run": "run", "write_run": "run", "qc_report": "run",
+    "UNetCaller": "unet", "train_unet_caller": "unet", "labels_from_reference": "unet",
+    "MultiTaskCaller": "multitask", "train_multitask_caller": "multitask", "multitask_tile": "multitask",
 }
 
 
@@ -41,6 +45,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .iss import decode_iss, naive_decode
     from .quality import QualityTable, calibrate
     from .run import SeqRun, call_run, qc_report, write_run
+    from .multitask import MultiTaskCaller, multitask_tile, train_multitask_caller
     from .simulate import SeqSimParams, SimulatedTile, phasing_matrix, render_super_resolution, simulate_tile
+    from .unet import UNetCaller, labels_from_reference, train_unet_caller
 
 __all__ = sorted(_WHERE)

@@ -91,7 +91,7 @@ class Calls:
         return [bytes(lut[b]).decode() for b in self.bases]
 
     def table(self) -> pd.DataFrame:
-        """Per-cluster table: x, y (px), pass_filter, read, qualities (Phred+33), mean chastity."""
+        """Per-cluster table: x, y (px), pass_filter, read, qualities (Phred+33), mean chastity (and ``separated``, see :mod:`.multitask`)."""
         from .io import phred_string
 
         df = self.positions[["x", "y"]].copy().reset_index(drop=True)
@@ -100,6 +100,8 @@ class Calls:
         if self.qualities is not None:
             df["qualities"] = [phred_string(q) for q in self.qualities]
         df["mean_chastity"] = self.chastity.mean(axis=1)
+        if "separated" in self.positions:  # the multi-task caller: a cluster the classical detection merged with another
+            df["separated"] = self.positions["separated"].to_numpy()
         return df
 
 

@@ -103,7 +103,43 @@ def _summary(barcodes, quality, codebook, n_cycles, fdr) -> dict:
     }, in_cb, (quality >= tab["quality"].iloc[best]) if best is not None else np.zeros(n, bool)
 
 
-def decode_iss(stack: np.ndarray, codebook: Dict[str, str], anchor_channel: Optional[int] = 4, fdr: float = 0.05) -> tuple:
+def learned_spot_probabilities(stack: np.ndarray, spots: pd.DataFrame, caller: str, model=None) -> np.ndarray:
+    """Base probabilities float32 ``[spot, cycle, 4]`` from a learned caller at given spots.
+
+    The stack's 4 base channels ``[cycle, 4, y, x]`` are taken as registered
+    (as :func:`decode_iss` does), normalised like the callers' training input
+    (:func:`.unet.normalised_stack`) and read at the spots' pixels: the U-Net's
+    probabilities, or the multi-task network's centre classes renormalised over
+    A/C/G/T (:mod:`.multitask`). ``model``: a path or a loaded caller (default
+    the shipped one).
+    """
+    from .unet import normalised_stack
+
+    T = stack.shape[0]
+    norm = normalised_stack(stack[:, :4], np.zeros((T, 4, 2)))
+    yx = np.rint(spots[["y", "x"]].to_numpy(float)).astype(int)
+    yx[:, 0] = yx[:, 0].clip(0, norm.shape[2] - 1)
+    yx[:, 1] = yx[:, 1].clip(0, norm.shape[3] - 1)
+    if caller == "unet":
+        from .unet import UNetCaller, default_unet_path
+
+        net = model if isinstance(model, UNetCaller) else UNetCaller.load(model or default_unet_path())
+        return net.probabilities(norm, yx)
+    if caller == "multitask":
+        from .multitask import MultiTaskCaller, default_multitask_path
+        from .unet import _window
+
+        net = model if isinstance(model, MultiTaskCaller) else MultiTaskCaller.load(model or default_multitask_path())
+        out = np.zeros((len(yx), T, 4), np.float32)
+        for t in range(T):
+            _, p = net.predict(_window(norm, t, net.config.cycles))
+            out[:, t] = p[1:, yx[:, 0], yx[:, 1]].T
+        return out / np.maximum(out.sum(2, keepdims=True), 1e-9)
+    raise BioidInputError(f"unknown caller {caller!r}: use classical, unet or multitask")
+
+
+def decode_iss(stack: np.ndarray, codebook: Dict[str, str], anchor_channel: Optional[int] = 4, fdr: float = 0.05,
+               caller: str = "classical", model=None) -> tuple:
     """Decode an ISS stack ``[cycle, 4 or 5, y, x]`` (channels A, C, G, T[, anchor]) through a codebook.
 
     Parameters
@@ -115,6 +151,10 @@ def decode_iss(stack: np.ndarray, codebook: Dict[str, str], anchor_channel: Opti
         Index of the anchor channel; None detects spots on the base channels' maximum.
     fdr : float
         Target false-discovery rate of the reported genes.
+    caller : "classical", "unet" or "multitask"
+        Who calls each spot's bases: the steps 2–4 above, or a learned caller's
+        probabilities at the same spots (:func:`learned_spot_probabilities`;
+        ``model`` as there); the quality is formed the same way.
 
     Returns
     -------
@@ -137,14 +177,19 @@ def decode_iss(stack: np.ndarray, codebook: Dict[str, str], anchor_channel: Opti
     spots = detect_spots(anchor)
     if len(spots) == 0:
         raise BioidInputError("no spots found on the anchor channel")
-    x = _normalise_channels(spot_intensities(stack, spots))
-    M = estimate_crosstalk(x, cycles=T)
-    xc = np.clip(x @ np.linalg.inv(M).T, 0, None)
+    if caller == "classical":
+        x = _normalise_channels(spot_intensities(stack, spots))
+        M = estimate_crosstalk(x, cycles=T)
+        xc = np.clip(x @ np.linalg.inv(M).T, 0, None)
+    else:
+        xc = learned_spot_probabilities(stack, spots, caller, model)
+        M = np.full((4, 4), np.nan)
     calls = xc.argmax(axis=2)
     quality = chastity_of(xc).min(axis=1) * np.log(np.maximum(spots["peak"].to_numpy(float), 1.0 + 1e-9))
     barcodes = ["".join(BASES[b] for b in row) for row in calls]
     summary, in_cb, above = _summary(barcodes, quality, codebook, T, fdr)
-    summary["crosstalk"] = M.round(4).tolist()
+    summary["crosstalk"] = M.round(4).tolist() if caller == "classical" else None
+    summary["caller"] = caller
     out = spots[["x", "y"]].copy()
     out["barcode"] = barcodes
     out["quality"] = quality

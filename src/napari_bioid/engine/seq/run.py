@@ -78,11 +78,13 @@ def call_run(source, reference: Optional[Dict[str, str]] = None, quality_table: 
         ISS decoding (:mod:`.iss`) of a stack with few cycles.
     positions : DataFrame, optional
         ``x, y`` of intensity-file clusters.
-    caller : "classical" or "unet"
-        The base caller of an image stack: the classical pipeline, or the
-        semi-supervised U-Net (:mod:`.unet`) at the classical detection's clusters.
-    model : path or UNetCaller, optional
-        The U-Net (default: the shipped one).
+    caller : "classical", "unet" or "multitask"
+        The base caller of an image stack: the classical pipeline, the
+        semi-supervised U-Net (:mod:`.unet`) at the classical detection's
+        clusters, or the multi-task super-resolution network (:mod:`.multitask`)
+        with its own detection (its 2× images in ``calls.info["super_resolution"]``).
+    model : path, UNetCaller or MultiTaskCaller, optional
+        The learned caller's model (default: the shipped one).
 
     Raises
     ------
@@ -95,15 +97,20 @@ def call_run(source, reference: Optional[Dict[str, str]] = None, quality_table: 
         if codebook is not None:
             from .iss import decode_iss
 
-            iss = decode_iss(arr, codebook)
+            iss = decode_iss(arr, codebook, caller=caller, model=model)
         calls = call_stack(arr[:, :4], progress=progress, cancel=cancel)
         if caller == "unet":
             from .unet import UNetCaller, default_unet_path
 
             net = model if isinstance(model, UNetCaller) else UNetCaller.load(model or default_unet_path())
             calls = net.call(arr[:, :4], calls, progress=progress, cancel=cancel)
+        elif caller == "multitask":
+            from .multitask import MultiTaskCaller, default_multitask_path
+
+            net = model if isinstance(model, MultiTaskCaller) else MultiTaskCaller.load(model or default_multitask_path())
+            calls = net.call(arr[:, :4], calls, progress=progress, cancel=cancel)
         elif caller != "classical":
-            raise BioidInputError(f"unknown caller {caller!r}: use classical or unet")
+            raise BioidInputError(f"unknown caller {caller!r}: use classical, unet or multitask")
     elif arr.ndim == 3:
         if caller != "classical":
             raise BioidInputError("cluster intensities (CIF / _int.txt) have no images: only the classical caller reads them")
@@ -234,7 +241,7 @@ def qc_plots(run: SeqRun, report: dict, path: PathLike) -> Path:
 
 
 def write_run(run: SeqRun, fastq: Optional[PathLike] = None, csv: Optional[PathLike] = None, report_dir: Optional[PathLike] = None,
-              overwrite: bool = False, all_reads: bool = False) -> Dict[str, Path]:
+              overwrite: bool = False, all_reads: bool = False, super_resolution: Optional[PathLike] = None) -> Dict[str, Path]:
     """Write the run's outputs; all paths are checked before anything is written.
 
     * FASTQ (Phred+33) of the pass-filter reads (all reads with ``all_reads``),
@@ -242,14 +249,24 @@ def write_run(run: SeqRun, fastq: Optional[PathLike] = None, csv: Optional[PathL
     * CSV: one row per cluster: x, y (px), pass_filter, read, qualities
       (Phred+33), mean chastity, and for ISS the decoded spots beside it
       (``<csv stem>_spots.csv``: x, y, barcode, quality, gene, accepted);
-    * ``report_dir``: ``qc.json``, ``qc.png`` and ``quality_table.json``.
+    * ``report_dir``: ``qc.json``, ``qc.png`` and ``quality_table.json``;
+    * ``super_resolution``: the multi-task caller's 2× images, a float32 TIFF
+      ``[cycle, channel A/C/G/T, 2y, 2x]`` (axes TCYX, in the registration's
+      reference frame; pixel size half the input's).
 
     Raises
     ------
     FileExistsError
         An output exists and ``overwrite`` is false (nothing is written).
+    BioidInputError
+        ``super_resolution`` asked of a run without 2× images (not the multi-task caller).
     """
     targets = {}
+    sr = run.calls.info.get("super_resolution")
+    if super_resolution is not None:
+        if sr is None:
+            raise BioidInputError("only the multi-task caller makes super-resolved images (caller='multitask')")
+        targets["super_resolution"] = Path(super_resolution)
     if fastq is not None:
         targets["fastq"] = Path(fastq)
     if csv is not None:
@@ -278,6 +295,11 @@ def write_run(run: SeqRun, fastq: Optional[PathLike] = None, csv: Optional[PathL
     if "spots" in targets:
         with atomic_write(targets["spots"], overwrite=overwrite) as tmp:
             run.iss[0].to_csv(tmp, index=False, float_format="%.3f")
+    if "super_resolution" in targets:
+        import tifffile
+
+        with atomic_write(targets["super_resolution"], overwrite=overwrite) as tmp:
+            tifffile.imwrite(tmp, np.asarray(sr, np.float32), metadata={"axes": "TCYX", "channels": BASES})
     if report_dir is not None:
         rep = qc_report(run)
         with atomic_write(targets["qc_json"], overwrite=overwrite) as tmp:

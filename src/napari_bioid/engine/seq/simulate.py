@@ -249,12 +249,16 @@ def simulate_tile(params: SeqSimParams, reference: str, progress: Optional[Progr
                          {"sigma_px": sigma, "positions_yx": pos, "observed": observed.astype(np.float32)})
 
 
-def render_super_resolution(tile: SimulatedTile, factor: int = 2, cycles: Optional[List[int]] = None) -> np.ndarray:
+def render_super_resolution(tile: SimulatedTile, factor: int = 2, cycles: Optional[List[int]] = None,
+                            frame_offset: Optional[np.ndarray] = None) -> np.ndarray:
     """Noise-free, background-free image at ``factor``× sampling with a PSF ``factor``× narrower.
 
     float32 ``[cycle, 4, factor·y, factor·x]``, in counts per super-resolved
-    pixel; the clusters sit where they are in the observed stack (same drift
-    and channel offsets), at ``(y + 0.5)·factor − 0.5``.
+    pixel (a spot's peak is as high as in the observed images); the clusters
+    sit where they are in the observed stack (same drift and channel offsets),
+    at ``(y + 0.5)·factor − 0.5``. With ``frame_offset`` (dy, dx) px they sit
+    instead at truth position + offset in every cycle and channel: a
+    registered frame.
     """
     p = tile.params
     sigma = tile.extra["sigma_px"]
@@ -264,6 +268,7 @@ def render_super_resolution(tile: SimulatedTile, factor: int = 2, cycles: Option
     out = np.zeros((len(cycles), 4, p.height * factor, p.width * factor), np.float32)
     for i, t in enumerate(cycles):
         for c in range(4):
-            yx = (pos + tile.shifts[t, c] + 0.5) * factor - 0.5
+            shift = tile.shifts[t, c] if frame_offset is None else np.asarray(frame_offset, float)
+            yx = (pos + shift + 0.5) * factor - 0.5
             out[i, c] = _render(yx, obs[:, t, c], out.shape[2:], sigma)  # the same σ in finer pixels: half as wide
     return out

@@ -56,22 +56,25 @@ def default_unet_path() -> Path:
     return Path(__file__).resolve().parents[2] / "models" / "seq_unet_default.pt"
 
 
-def normalised_stack(stack: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+def normalised_stack(stack: np.ndarray, shifts: np.ndarray, return_scales: bool = False):
     """Registered, background-subtracted, per-cycle-and-channel scaled images: float32 ``[cycle, 4, y, x]``.
 
     Each image is moved into the reference frame (``shifts`` from
     :func:`.classical.register_stack`, linear interpolation), its background
     (block-wise low percentile) subtracted and divided by its 99.5th percentile.
+    ``return_scales``: also return those divisors, float ``[cycle, 4]`` (counts).
     """
     T, C = stack.shape[:2]
     out = np.zeros(stack.shape[:2] + stack.shape[2:], np.float32)
+    scales = np.zeros((T, C))
     for t in range(T):
         for c in range(C):
             img = stack[t, c].astype(np.float32)
             img = img - _background(img)
             img = ndimage.shift(img, -shifts[t, c], order=1, mode="nearest")
-            out[t, c] = img / max(float(np.percentile(img, 99.5)), 1e-6)
-    return out
+            scales[t, c] = max(float(np.percentile(img, 99.5)), 1e-6)
+            out[t, c] = img / scales[t, c]
+    return (out, scales) if return_scales else out
 
 
 def _window(norm: np.ndarray, t: int, k: int) -> np.ndarray:
