@@ -12,6 +12,8 @@ uses it to score:
   clusters within 2 px (Hungarian on mismatches, so touching neighbours pair with the read they carry); PF clusters
   left unpaired (duplicates, noise) are counted apart as "spurious";
 * usable reads: PF reads paired with a true cluster and at most 2 errors in the read;
+* error at the classical yield: each caller's clusters ranked by their mean chastity (no truth), the error rate of
+  its best N where N is the number of clusters the classical caller passes on that tile (like for like);
 * the error rate over all detected clusters, the share of PF reads aligning to chrM, and speed (megapixels per
   second per cycle; the learned callers' time excludes the classical run they start from).
 
@@ -19,7 +21,8 @@ The multi-task network's 2× images are scored against the simulator's noise-fre
 and channel, scikit-image), beside bicubic up-sampling of the same normalised input.
 The real ISS tile (``../shared/data/sequencing/iss_tile``) is decoded by each caller at the same anchor spots: spots
 decoded into the codebook at an estimated FDR ≤ 5 % (no truth exists for it).
-``--ablation``: the U-Net trained without the consistency term, same budget.
+``--ablation``: the U-Net trained without the consistency term, same budget. "U-Net at multi-task clusters" reads the
+U-Net's bases at the multi-task network's detection (an analysis of what limits the U-Net, not a shipped caller).
 """
 
 import argparse
@@ -85,11 +88,11 @@ def main():
         iss_per_caller(callers)
     lut = {b: i for i, b in enumerate("ACGT")}
     print(f"{'density':>9} {'caller':<22} {'detected':>8} {'resolved':>8} {'PF':>6} {'error PF':>8} {'spurious':>8} {'usable':>6} "
-          f"{'err all':>7} {'aligned':>7} {'MP/s/cyc':>8}")
+          f"{'err all':>7} {'aligned':>7} {'err@N':>7} {'MP/s/cyc':>8}")
     for density in map(float, a.densities.split(",")):
-        names = ["classical", *callers]
+        names = ["classical", *callers, "U-Net at multi-task clusters"]
         rows = {n: dict(detected=0, resolved=0, truth=0, pf=0, err=0, bases=0, spurious=0, usable=0, err_all=0, bases_all=0,
-                        aligned=0, seconds=0.0) for n in names}
+                        aligned=0, seconds=0.0, err_top=0, bases_top=0) for n in names}
         sr_scores = {"multi-task": [], "bicubic": []}
         for k in range(a.tiles):
             tile = simulate_tile(SeqSimParams(height=a.size, width=a.size, n_cycles=a.cycles, density_k_per_mm2=density, seed=5000 + k), seq)
@@ -99,6 +102,9 @@ def main():
             for name, c in callers.items():
                 t0 = time.perf_counter()
                 results[name] = (c.call(tile.stack, base), time.perf_counter() - t0)
+            # analysis: the U-Net's bases at the multi-task network's clusters (is detection what limits it?)
+            t0 = time.perf_counter()
+            results["U-Net at multi-task clusters"] = (callers["U-Net"].call(tile.stack, results["multi-task"][0]), time.perf_counter() - t0)
             offset = (tile.shifts - base.info["shifts"]).reshape(-1, 2).mean(0)  # truth → the registration's frame
             truth_yx = tile.extra["positions_yx"] + offset
             truth_codes = np.array([[lut[b] for b in r] for r in tile.truth["read"]], np.uint8)
@@ -121,6 +127,13 @@ def main():
                 pf = np.flatnonzero(calls.pass_filter)
                 r["aligned"] += int(align_reads([calls.reads[i] for i in pf], ref, n_cycles=T).aligned.sum())
                 r["seconds"] += secs
+                n_top = int(results["classical"][0].pass_filter.sum())
+                top = np.argsort(-calls.chastity.mean(1), kind="stable")[:n_top]
+                mism_of = np.full(len(calls.bases), -1)
+                mism_of[pairs[:, 0]] = mism
+                m_top = mism_of[top][mism_of[top] >= 0]
+                r["err_top"] += int(m_top.sum())
+                r["bases_top"] += len(m_top) * T
             # super-resolution against the truth, and bicubic up-sampling of the same input
             norm, scales = normalised_stack(tile.stack, base.info["shifts"], return_scales=True)
             truth_sr = render_super_resolution(tile, 2, frame_offset=offset) / scales[:, :, None, None]
@@ -137,10 +150,11 @@ def main():
             out = {"density_k_per_mm2": density, "caller": name, "clusters_detected": r["detected"], "true_clusters": r["truth"],
                    "resolved_fraction": r["resolved"] / r["truth"], "clusters_pf": r["pf"], "error_rate_pf": r["err"] / max(r["bases"], 1),
                    "spurious_pf": r["spurious"], "usable_reads": r["usable"], "error_rate_all": r["err_all"] / max(r["bases_all"], 1),
-                   "aligned_fraction": r["aligned"] / max(r["pf"], 1), "megapixel_cycles_per_s": mp / r["seconds"]}
+                   "aligned_fraction": r["aligned"] / max(r["pf"], 1), "megapixel_cycles_per_s": mp / r["seconds"],
+                   "error_rate_at_classical_yield": r["err_top"] / max(r["bases_top"], 1)}
             print(f"{density:>7.0f} K {name:<22} {r['detected']:>8d} {out['resolved_fraction']:>8.3f} {r['pf']:>6d} {out['error_rate_pf']:>8.4f} "
                   f"{r['spurious']:>8d} {r['usable']:>6d} {out['error_rate_all']:>7.4f} {out['aligned_fraction']:>7.3f} "
-                  f"{out['megapixel_cycles_per_s']:>8.3f}", flush=True)
+                  f"{out['error_rate_at_classical_yield']:>7.4f} {out['megapixel_cycles_per_s']:>8.3f}", flush=True)
             print("   ", json.dumps(out), flush=True)
         for key, vals in sr_scores.items():
             v = np.array(vals)

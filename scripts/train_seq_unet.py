@@ -1,11 +1,12 @@
 """Train the shipped semi-supervised U-Net base caller on tiles the project simulates.
 
-    python scripts/train_seq_unet.py [--tiles 6] [--epochs 24] [--no-consistency --out M]   (~15 CPU minutes)
+    python scripts/train_seq_unet.py [--tiles 8] [--epochs 48] [--max-label-error 0.15] [--no-consistency --out M]   (~10 CPU minutes)
 
 Tiles of 256 × 256 px and 40 cycles are simulated from chrM at the default density (200 K/mm²) and at twice it
 (400 K/mm², clusters that touch), half each. Labels come the way METHODS.md §3 says and never from the simulator's
 truth: the classical caller's pass-filter reads are aligned to chrM (edlib) and the clusters whose whole read aligns
-with ≤ 5 % mismatches are labelled with the reference bases; every other cluster is unlabelled (consistency term).
+with ≤ 15 % mismatches are labelled with the reference bases (≤ 5 % labelled fewer dense clusters and called worse:
+2× density all-cluster error 9.74 % against 9.39 %, ISS tile 228 against 250 decoded spots); every other cluster is unlabelled (consistency term).
 ``--no-consistency`` trains the supervised-only ablation with the same budget. The model and its metrics go to
 ``src/napari_bioid/models/seq_unet_default.pt`` / ``.json``; ``benchmarks/bench_seq_learned.py`` measures it.
 """
@@ -28,12 +29,12 @@ SHARED = Path(os.environ.get("BIOID_SHARED", ROOT.parent / "shared"))
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tiles", type=int, default=6)
+    ap.add_argument("--tiles", type=int, default=8)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--cycles", type=int, default=40)
-    ap.add_argument("--epochs", type=int, default=24)
+    ap.add_argument("--epochs", type=int, default=48)
     ap.add_argument("--steps", type=int, default=50, help="steps per epoch")
-    ap.add_argument("--max-label-error", type=float, default=0.05, help="label clusters whose read aligns with at most this mismatch rate")
+    ap.add_argument("--max-label-error", type=float, default=0.15, help="label clusters whose read aligns with at most this mismatch rate")
     ap.add_argument("--no-consistency", action="store_true")
     ap.add_argument("--out", type=Path, default=default_unet_path())
     a = ap.parse_args()

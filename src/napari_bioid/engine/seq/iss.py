@@ -110,7 +110,8 @@ def learned_spot_probabilities(stack: np.ndarray, spots: pd.DataFrame, caller: s
     (as :func:`decode_iss` does), normalised like the callers' training input
     (:func:`.unet.normalised_stack`) and read at the spots' pixels: the U-Net's
     probabilities, or the multi-task network's centre classes renormalised over
-    A/C/G/T (:mod:`.multitask`). ``model``: a path or a loaded caller (default
+    A/C/G/T (:mod:`.multitask`; summing them over the 3 × 3 pixels around the
+    spot decoded fewer spots into the codebook on the real tile, 34 % against 39 %). ``model``: a path or a loaded caller (default
     the shipped one).
     """
     from .unet import normalised_stack

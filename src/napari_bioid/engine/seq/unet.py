@@ -93,7 +93,7 @@ class TrainingTile:
     labels: np.ndarray  # int8 (n, cycle): base 0..3 of labelled clusters, −1 for unlabelled ones
 
 
-def labels_from_reference(stack: np.ndarray, reference, max_label_error: float = 0.05, calls: Optional[Calls] = None) -> TrainingTile:
+def labels_from_reference(stack: np.ndarray, reference, max_label_error: float = 0.15, calls: Optional[Calls] = None) -> TrainingTile:
     """Call a tile classically, align the pass-filter reads and label the clusters that align (see module docstring)."""
     from .align import align_reads
 
