@@ -163,3 +163,19 @@ def test_cli_writes_calls_and_the_super_resolved_stack(chrm, tmp_path):
 
     table = pd.read_csv(tmp_path / "r.csv")
     assert "separated" in table and len(table) > 0.5 * len(tile.truth)
+
+
+def test_unet_reads_its_bases_at_the_multitask_clusters(chrm):
+    from napari_bioid.engine.seq.classical import call_stack
+    from napari_bioid.engine.seq.run import call_run
+
+    tile = _tile(chrm, 7300, size=96, cycles=8)
+    run = call_run(tile.stack, caller="unet", clusters="multitask")
+    classical = call_stack(tile.stack)
+    c = run.calls
+    assert c.info["caller"] == "unet" and c.info["clusters"] == "multitask" and "super_resolution" not in c.info
+    assert "separated" in c.positions and len(c.bases) > 1.5 * len(classical.bases)  # touching clusters resolved
+    np.testing.assert_allclose(c.corrected.sum(2), 1.0, atol=1e-4)
+    for bad in (dict(caller="classical", clusters="multitask"), dict(caller="unet", clusters="nearest")):
+        with pytest.raises(BioidInputError, match="clusters"):
+            call_run(tile.stack, **bad)

@@ -40,6 +40,9 @@ def add(sub) -> None:
                     help="classical pipeline, the semi-supervised U-Net at the classical clusters, or the multi-task super-resolution "
                          "network with its own detection (image stacks only)")
     ca.add_argument("--model", type=Path, default=None, help="the learned caller's model (default: the shipped one)")
+    ca.add_argument("--clusters", choices=["classical", "multitask"], default="classical",
+                    help="unet caller: read the bases at the classical detection's clusters or at the multi-task network's "
+                         "(resolves touching clusters; slower)")
     ca.add_argument("--super-resolution", type=Path, default=None,
                     help="multitask caller: write its 2x images here (float32 TIFF, cycle x A/C/G/T x 2y x 2x)")
     ca.add_argument("--overwrite", action="store_true")
@@ -135,7 +138,8 @@ def _call(args) -> int:
     source, positions, tile = _load_input(args.input)
     bar = TqdmProgress("calling")
     try:
-        run = call_run(source, ref, table, codebook, positions, tile=args.tile or tile, caller=args.caller, model=args.model, progress=bar)
+        run = call_run(source, ref, table, codebook, positions, tile=args.tile or tile, caller=args.caller, model=args.model,
+                       clusters=args.clusters, progress=bar)
     finally:
         bar.close()
     write_run(run, args.out, csv, args.report, overwrite=args.overwrite, all_reads=args.all_reads, super_resolution=args.super_resolution)

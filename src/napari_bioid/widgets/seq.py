@@ -23,6 +23,10 @@ from qtpy.QtWidgets import (
 )
 
 from .._seq_layers import BASE_COLOURS, gather_stacks
+
+#: the caller choices: (caller, where the U-Net reads its bases)
+CALLERS = {"classical": ("classical", "classical"), "unet": ("unet", "classical"),
+           "unet at multi-task clusters": ("unet", "multitask"), "multitask": ("multitask", "classical")}
 from ..engine.errors import BioidInputError
 from ._form import refill_combo, run_controls
 from ._worker import WorkerHost, notify, notify_error, warm_up_imports
@@ -93,10 +97,10 @@ class BaseCallingWidget(WorkerHost, QWidget):
                                        "CSV (*.csv)")
         f.addRow("codebook", row)
         self.caller_combo = QComboBox()
-        self.caller_combo.addItems(["classical", "unet", "multitask"])
-        self.caller_combo.setToolTip("classical pipeline; the semi-supervised U-Net (shipped model) at the classical clusters; or the "
-                                     "multi-task network (shipped model): its own detection, separating touching clusters, and a 2x "
-                                     "super-resolved image shown as its own layers")
+        self.caller_combo.addItems(list(CALLERS))
+        self.caller_combo.setToolTip("classical pipeline; the semi-supervised U-Net (shipped model) at the classical clusters or at the "
+                                     "multi-task network's; or the multi-task network (shipped model): its own detection, separating "
+                                     "touching clusters, and a 2x super-resolved image shown as its own layers")
         f.addRow("caller", self.caller_combo)
         root.addLayout(f)
         self.call_btn = QPushButton("Call")
@@ -150,12 +154,13 @@ class BaseCallingWidget(WorkerHost, QWidget):
             notify_error(exc)
             return None
 
-        caller = self.caller_combo.currentText()
+        caller, clusters = CALLERS[self.caller_combo.currentText()]
 
         def job(progress, cancel):
             from ..engine.seq.run import call_run, qc_report
 
-            run = call_run(np.asarray(stack), ref, None, book, tile=name, caller=caller, progress=progress, cancel=cancel)
+            run = call_run(np.asarray(stack), ref, None, book, tile=name, caller=caller, clusters=clusters, progress=progress,
+                           cancel=cancel)
             return run, qc_report(run)
 
         return self.start(job, self._called, "calling…")

@@ -61,7 +61,8 @@ class SeqRun:
 
 def call_run(source, reference: Optional[Dict[str, str]] = None, quality_table: Optional[QualityTable] = None,
              codebook: Optional[Dict[str, str]] = None, positions: Optional[pd.DataFrame] = None, tile: str = "tile",
-             caller: str = "classical", model=None, progress: Optional[ProgressCallback] = None, cancel: Any = None) -> SeqRun:
+             caller: str = "classical", model=None, clusters: str = "classical", progress: Optional[ProgressCallback] = None,
+             cancel: Any = None) -> SeqRun:
     """Call a cycle stack ``[cycle, 4|5, y, x]`` or intensities ``[cluster, cycle, 4]``.
 
     Parameters
@@ -85,6 +86,10 @@ def call_run(source, reference: Optional[Dict[str, str]] = None, quality_table: 
         with its own detection (its 2× images in ``calls.info["super_resolution"]``).
     model : path, UNetCaller or MultiTaskCaller, optional
         The learned caller's model (default: the shipped one).
+    clusters : "classical" or "multitask"
+        Where the U-Net reads its bases: the classical detection's clusters, or
+        the shipped multi-task network's detection (which resolves touching
+        clusters; slower). Only for ``caller="unet"``.
 
     Raises
     ------
@@ -99,11 +104,20 @@ def call_run(source, reference: Optional[Dict[str, str]] = None, quality_table: 
 
             iss = decode_iss(arr, codebook, caller=caller, model=model)
         calls = call_stack(arr[:, :4], progress=progress, cancel=cancel)
+        if clusters not in ("classical", "multitask"):
+            raise BioidInputError(f"unknown clusters {clusters!r}: use classical or multitask")
+        if clusters == "multitask" and caller != "unet":
+            raise BioidInputError("clusters='multitask' is for the U-Net caller (the multi-task caller always uses its own)")
         if caller == "unet":
             from .unet import UNetCaller, default_unet_path
 
             net = model if isinstance(model, UNetCaller) else UNetCaller.load(model or default_unet_path())
+            if clusters == "multitask":
+                from .multitask import MultiTaskCaller, default_multitask_path
+
+                calls = MultiTaskCaller.load(default_multitask_path()).call(arr[:, :4], calls, progress=progress, cancel=cancel)
             calls = net.call(arr[:, :4], calls, progress=progress, cancel=cancel)
+            calls.info["clusters"] = clusters
         elif caller == "multitask":
             from .multitask import MultiTaskCaller, default_multitask_path
 

@@ -163,6 +163,7 @@ class UNetCaller:
         p = self.probabilities(norm, yx, progress, cancel)
         chast = chastity_of(p)
         info = dict(calls.info, caller="unet")
+        info.pop("super_resolution", None)  # clusters from the multi-task caller: its 2× images are not this caller's
         return Calls(p.argmax(2).astype(np.uint8), chast.astype(np.float32), p, calls.raw, pass_filter(chast), calls.positions,
                      calls.crosstalk, calls.phasing, calls.prephasing, None, info)
 
