@@ -9,24 +9,11 @@ import torch
 
 from napari_bioid.engine.errors import BioidInputError
 
-from conftest import SHARED
-
-REF = SHARED / "data" / "sequencing" / "reference" / "chrM.fasta"
-
-
-@pytest.fixture(scope="module")
-def chrm():
-    if not REF.is_file():
-        pytest.skip("reference not found")
-    from napari_bioid.engine.seq.io import read_fasta
-
-    return read_fasta(REF)
+from conftest import seq_tile
 
 
 def _tile(chrm, seed, density=300.0, size=128, cycles=24):
-    from napari_bioid.engine.seq.simulate import SeqSimParams, simulate_tile
-
-    return simulate_tile(SeqSimParams(height=size, width=size, n_cycles=cycles, density_k_per_mm2=density, seed=seed), "".join(chrm.values()))
+    return seq_tile(chrm, seed, density, size, cycles)
 
 
 def _truth_error_rate(calls, tile):

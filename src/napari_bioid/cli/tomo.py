@@ -52,6 +52,10 @@ def _add_tomo(sub) -> None:
     pk.add_argument("--voxel-size", type=float, default=None, help="Å per voxel, when the header has none")
     pk.add_argument("--batch-size", type=int, default=4)
     pk.add_argument("--device", default=None)
+    pk.add_argument("--chunk-slices", type=int, default=None,
+                    help="pick slab by slab, this many z slices each: memory bounded by the slab, not the tomogram (same picks)")
+    pk.add_argument("--probability-out", type=Path, default=None,
+                    help="write the foreground probability map here (float32 MRC, written slab by slab; implies --chunk-slices 64)")
     pk.add_argument("--overwrite", action="store_true")
 
     sm = tsub.add_parser("simulate", help="simulate a tomogram from real structures, with its truth")
@@ -145,7 +149,7 @@ def _tomo_pick(args) -> int:
     from ..engine.tomo import DEFAULT_MIN_SCORE, DEFAULT_THRESHOLD, evaluate_picks, load_picker, pick
     from ..engine.tomo.config import default_model_path
 
-    outs = [p for p in (args.out, args.star, args.coords_out, args.overview) if p is not None]
+    outs = [p for p in (args.out, args.star, args.coords_out, args.overview, args.probability_out) if p is not None]
     for p in outs:
         p.parent.mkdir(parents=True, exist_ok=True)
         prepare_output(p, args.overwrite)
@@ -155,12 +159,29 @@ def _tomo_pick(args) -> int:
     voxel_size = args.voxel_size or vol.voxel_size
     truth = read_coordinates(args.truth, voxel_size, vol.shape) if args.truth else None
     model = load_picker(args.model or default_model_path(), voxel_size)
+    if args.chunk_slices is not None and args.chunk_slices < 1:
+        raise BioidInputError(f"--chunk-slices must be ≥ 1, got {args.chunk_slices}")
     bar = TqdmProgress("pick")
+    kwargs = dict(threshold=DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
+                  min_score=DEFAULT_MIN_SCORE if args.min_score is None else args.min_score,
+                  distance=args.distance, batch_size=args.batch_size, device=args.device, progress=bar)
     try:
-        res = pick(vol.data, model,
-                   threshold=DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
-                   min_score=DEFAULT_MIN_SCORE if args.min_score is None else args.min_score,
-                   distance=args.distance, batch_size=args.batch_size, device=args.device, progress=bar)
+        if args.probability_out is not None:
+            import mrcfile
+
+            from ..engine.io.atomic import atomic_write
+            from ..engine.tomo.picking import pick_chunked
+
+            with atomic_write(args.probability_out, overwrite=args.overwrite) as tmp:
+                with mrcfile.new_mmap(tmp, shape=tuple(vol.shape), mrc_mode=2, overwrite=True) as mrc:
+                    res = pick_chunked(vol.data, model, chunk_slices=args.chunk_slices or 64, probability_out=mrc.data, **kwargs)
+                    mrc.voxel_size = voxel_size
+        elif args.chunk_slices is not None:
+            from ..engine.tomo.picking import pick_chunked
+
+            res = pick_chunked(vol.data, model, chunk_slices=args.chunk_slices, **kwargs)
+        else:
+            res = pick(vol.data, model, **kwargs)
     finally:
         bar.close()
     picks = res.picks.drop(columns=["pick_id", "source"], errors="ignore")

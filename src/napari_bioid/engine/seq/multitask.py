@@ -33,7 +33,7 @@ are counted and flagged.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -45,10 +45,9 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..errors import BioidInputError
-from ..io.atomic import PathLike
 from ..nn.multitask import MultiTaskNet, ssim
 from ..progress import ProgressCallback, check_cancel, report
-from ..train.checkpoint import load_checkpoint, save_checkpoint
+from ..train.checkpoint import CheckpointedNetwork
 from .classical import Calls, call_stack, chastity_of, extract_intensities, pass_filter
 from .unet import _window, normalised_stack
 
@@ -73,25 +72,17 @@ def default_multitask_path() -> Path:
     return Path(__file__).resolve().parents[2] / "models" / "seq_multitask_default.pt"
 
 
-class MultiTaskCaller:
+class MultiTaskCaller(CheckpointedNetwork):
     """A trained multi-task network with its config and metrics."""
+
+    KIND = KIND
+    CONFIG = MultiTaskConfig
 
     def __init__(self, config: Optional[MultiTaskConfig] = None, network: Optional[torch.nn.Module] = None, metrics: Optional[dict] = None):
         self.config = config or MultiTaskConfig()
         c = self.config
         self.network = network or MultiTaskNet(4 * c.cycles, 4, 5, c.width, c.blocks, c.layers, c.growth)
         self.metrics = metrics or {}
-
-    def save(self, path: PathLike, overwrite: bool = False) -> Path:
-        return save_checkpoint(path, KIND, asdict(self.config), self.network.state_dict(), self.metrics, overwrite=overwrite)
-
-    @classmethod
-    def load(cls, path: PathLike) -> "MultiTaskCaller":
-        d = load_checkpoint(path, KIND)
-        m = cls(MultiTaskConfig(**d["config"]), metrics=d.get("metrics", {}))
-        m.network.load_state_dict(d["state_dict"])
-        m.network.eval()
-        return m
 
     @torch.inference_mode()
     def predict(self, x: np.ndarray) -> tuple:

@@ -25,7 +25,7 @@ pass filter and Phred calibration as the classical caller.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -35,10 +35,9 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from ..errors import BioidInputError
-from ..io.atomic import PathLike
 from ..nn.unet2d import UNet2d
 from ..progress import ProgressCallback, check_cancel, report
-from ..train.checkpoint import load_checkpoint, save_checkpoint
+from ..train.checkpoint import CheckpointedNetwork
 from .classical import Calls, _background, call_stack, chastity_of, pass_filter
 
 KIND = "napari-bioid seq unet"
@@ -116,24 +115,16 @@ def labels_from_reference(stack: np.ndarray, reference, max_label_error: float =
     return TrainingTile(norm, yx, labels)
 
 
-class UNetCaller:
+class UNetCaller(CheckpointedNetwork):
     """A trained U-Net base caller with its config and metrics."""
+
+    KIND = KIND
+    CONFIG = UNetCallerConfig
 
     def __init__(self, config: Optional[UNetCallerConfig] = None, network: Optional[torch.nn.Module] = None, metrics: Optional[dict] = None):
         self.config = config or UNetCallerConfig()
         self.network = network or UNet2d(4 * self.config.cycles, 4, self.config.base, self.config.depth)
         self.metrics = metrics or {}
-
-    def save(self, path: PathLike, overwrite: bool = False) -> Path:
-        return save_checkpoint(path, KIND, asdict(self.config), self.network.state_dict(), self.metrics, overwrite=overwrite)
-
-    @classmethod
-    def load(cls, path: PathLike) -> "UNetCaller":
-        d = load_checkpoint(path, KIND)
-        u = cls(UNetCallerConfig(**d["config"]), metrics=d.get("metrics", {}))
-        u.network.load_state_dict(d["state_dict"])
-        u.network.eval()
-        return u
 
     @torch.inference_mode()
     def probabilities(self, norm: np.ndarray, yx: np.ndarray, progress: Optional[ProgressCallback] = None, cancel: Any = None) -> np.ndarray:

@@ -34,6 +34,7 @@ _WHERE = {
     "DEFAULT_THRESHOLD": "picking",
     "PickResult": "picking",
     "pick": "picking",
+    "pick_chunked": "picking",
     "Augmenter": "sampler",
     "SubtomogramSampler": "sampler",
     "train_picker": "training",
@@ -50,12 +51,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from .inference import Segmentation, segment
     from .labels import label_kernel, make_weak_labels
     from .nms import avgpool_peaks, find_candidates, prune_picks
-    from .picking import DEFAULT_MIN_SCORE, DEFAULT_THRESHOLD, PickResult, pick
+    from .picking import DEFAULT_MIN_SCORE, DEFAULT_THRESHOLD, PickResult, pick, pick_chunked
     from .sampler import Augmenter, SubtomogramSampler
     from .training import train_picker, validation_f1
 
 __all__ = [
     "Augmenter", "DEFAULT_MIN_SCORE", "DEFAULT_THRESHOLD", "ParticleClass", "PickResult", "PickerConfig", "PickerModel",
     "Segmentation", "SubtomogramSampler", "avgpool_peaks", "evaluate_picks", "find_candidates", "label_kernel",
-    "load_picker", "make_weak_labels", "match_points", "pick", "prune_picks", "segment", "train_picker", "validation_f1",
+    "load_picker", "make_weak_labels", "match_points", "pick", "pick_chunked", "prune_picks", "segment", "train_picker", "validation_f1",
 ]

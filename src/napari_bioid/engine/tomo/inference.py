@@ -77,6 +77,7 @@ def segment(
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[Any] = None,
     normalizer: Optional[Normalizer] = None,
+    z_range: Optional[Tuple[int, int]] = None,
 ) -> Segmentation:
     """Segment a tomogram with a picking model by sliding windows.
 
@@ -94,10 +95,15 @@ def segment(
         ``"cpu"``, ``"cuda"``...; default CUDA if available.
     progress, cancel
         See :mod:`napari_bioid.engine.progress`; progress counts blocks.
+    z_range : (z0, z1), optional
+        Segment only the slab ``[z0, z1)``: the blocks of the whole tomogram's
+        window grid that write into it, so the slab equals the same slices of
+        the whole segmentation (used by :func:`.picking.pick_chunked`).
 
     Returns
     -------
     Segmentation
+        Of the whole tomogram, or of the slab (shape ``(z1 − z0, Y, X)``).
 
     Raises
     ------
@@ -115,9 +121,14 @@ def segment(
     dev = pick_device(device)
     net = model.network.to(dev).eval()
     axes = [window_starts(length, n, pad) for length in volume.shape]
+    z0, z1 = (0, volume.shape[0]) if z_range is None else (max(0, int(z_range[0])), min(volume.shape[0], int(z_range[1])))
+    if z1 <= z0:
+        raise ValueError(f"empty z_range {z_range} for a tomogram of {volume.shape[0]} slices")
+    axes[0] = [a for a in axes[0] if a[1] < z1 and a[2] > z0]
     jobs = [(a, b, c) for a in axes[0] for b in axes[1] for c in axes[2]]
-    prob = np.zeros(volume.shape, dtype=np.float32)
-    cls = np.zeros(volume.shape, dtype=np.uint8)
+    out_shape = (z1 - z0,) + tuple(volume.shape[1:])
+    prob = np.zeros(out_shape, dtype=np.float32)
+    cls = np.zeros(out_shape, dtype=np.uint8)
     report(progress, 0, len(jobs), "segmenting")
     for j0 in range(0, len(jobs), batch_size):
         check_cancel(cancel)
@@ -129,8 +140,9 @@ def segment(
             fg = (1.0 - p[:, 0]).cpu().numpy()
             best = (torch.argmax(p[:, 1:], dim=1) + 1).to(torch.uint8).cpu().numpy()
         for i, (z, y, x) in enumerate(batch):
-            dst = (slice(z[1], z[2]), slice(y[1], y[2]), slice(x[1], x[2]))
-            src = (slice(z[1] - z[0], z[2] - z[0]), slice(y[1] - y[0], y[2] - y[0]), slice(x[1] - x[0], x[2] - x[0]))
+            k0, k1 = max(z[1], z0), min(z[2], z1)  # the kept z range, clipped to the slab
+            dst = (slice(k0 - z0, k1 - z0), slice(y[1], y[2]), slice(x[1], x[2]))
+            src = (slice(k0 - z[0], k1 - z[0]), slice(y[1] - y[0], y[2] - y[0]), slice(x[1] - x[0], x[2] - x[0]))
             prob[dst] = fg[i][src]
             cls[dst] = best[i][src]
         report(progress, min(j0 + batch_size, len(jobs)), len(jobs), "segmenting")

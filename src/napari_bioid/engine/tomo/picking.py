@@ -45,7 +45,8 @@ class PickResult:
         the current picks.
     candidates : DataFrame
         All NMS maxima above the floor, before pruning (``pick_id`` = row).
-    segmentation : Segmentation
+    segmentation : Segmentation or None
+        None when picked slab by slab (:func:`pick_chunked`).
     skipped : str or None
         Why NMS was skipped (see ``max_foreground`` of :func:`pick`), else None.
     manual : DataFrame
@@ -57,7 +58,7 @@ class PickResult:
 
     picks: pd.DataFrame
     candidates: pd.DataFrame
-    segmentation: Segmentation
+    segmentation: Optional[Segmentation]
     model: PickerModel
     skipped: Optional[str] = None
     manual: pd.DataFrame = field(default_factory=lambda: _with_source(empty_table(), "manual"))
@@ -188,5 +189,94 @@ def pick(
     candidates = find_candidates(seg, n_classes, threshold, n_pools or model.config.n_pools, progress=nms_progress, cancel=cancel,
                                  max_candidates=max_candidates)
     result = PickResult(candidates.iloc[:0], candidates, seg, model)
+    result.refilter(min_score, distance)
+    return result
+
+
+def pick_chunked(
+    volume: np.ndarray,
+    model: PickerModel,
+    chunk_slices: int = 64,
+    threshold: float = DEFAULT_THRESHOLD,
+    min_score: float = DEFAULT_MIN_SCORE,
+    distance: Union[float, Dict[int, float], None] = None,
+    n_pools: Optional[int] = None,
+    batch_size: int = 4,
+    pad_size: Optional[int] = None,
+    device: Optional[str] = None,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[Any] = None,
+    normalizer: Optional[Normalizer] = None,
+    max_candidates: Optional[int] = MAX_CANDIDATES,
+    probability_out: Optional[np.ndarray] = None,
+) -> PickResult:
+    """Pick a tomogram of any size slab by slab, with memory bounded by the slab instead of the tomogram.
+
+    The tomogram (best memory-mapped) is cut along z into slabs of
+    ``chunk_slices`` slices; each is segmented with a halo of the NMS pools'
+    reach (``n_pools`` · 2 + 3 slices, from the same window grid as the whole
+    tomogram, :func:`.inference.segment` ``z_range``), its average-pool maxima
+    found, and those whose centre lies in the slab kept; pruning then runs once
+    over all candidates. The picks equal :func:`pick`'s (tested), except that a
+    saturated plateau crossing a slab border may give one candidate per side.
+    Peak memory: the slab's probability and class volumes ((``chunk_slices`` +
+    2 · halo) · Y · X · 5 bytes) plus the NMS pools' float32 copies of one class mask.
+
+    Parameters
+    ----------
+    volume : array (Z, Y, X)
+        Raw tomogram (any real dtype; a memory map is read slab by slab).
+    chunk_slices : int
+        Slices per slab (≥ 1).
+    probability_out : array-like (Z, Y, X), optional
+        Receives the foreground probability slab by slab (a ``np.memmap``, a
+        zarr array...); ``result.segmentation`` stays None.
+    Other parameters
+        As :func:`pick`.
+
+    Returns
+    -------
+    PickResult
+        With ``segmentation`` None.
+
+    Raises
+    ------
+    ValueError
+        ``chunk_slices`` < 1, or a ``probability_out`` of another shape.
+    Cancelled
+    """
+    if chunk_slices < 1:
+        raise ValueError(f"chunk_slices must be ≥ 1, got {chunk_slices}")
+    if probability_out is not None and tuple(probability_out.shape) != tuple(volume.shape):
+        raise ValueError(f"probability_out has shape {tuple(probability_out.shape)}, the tomogram {tuple(volume.shape)}")
+    cfg = model.config
+    pools = n_pools or cfg.n_pools
+    halo = pools * 2 + 2 + 1  # the reach of k average pools and the max pool (kernels 5): see nms.avgpool_peaks
+    norm = normalizer or Normalizer.fit(volume, cfg.normalization, cfg.lowpass_sigma)
+    Z = volume.shape[0]
+    slabs = [(c0, min(c0 + chunk_slices, Z)) for c0 in range(0, Z, chunk_slices)]
+    tables = []
+    for i, (c0, c1) in enumerate(slabs):
+        check_cancel(cancel)
+        s0, s1 = max(0, c0 - halo), min(Z, c1 + halo)
+
+        def slab_progress(done, total, msg, i=i):
+            if progress is not None:
+                progress(i * 100 + int(100 * done / max(total, 1)), len(slabs) * 100, f"slab {i + 1}/{len(slabs)}: {msg}")
+
+        seg = segment(volume, model, batch_size=batch_size, pad_size=pad_size, device=device, progress=slab_progress, cancel=cancel,
+                      normalizer=norm, z_range=(s0, s1))
+        if probability_out is not None:
+            probability_out[c0:c1] = seg.probability[c0 - s0 : c1 - s0]
+        cand = find_candidates(seg, cfg.n_classes, threshold, pools, max_candidates=max_candidates)
+        del seg
+        cand = cand.assign(z=cand["z"] + s0)
+        tables.append(cand[(cand["z"] >= c0) & (cand["z"] < c1)])
+    if progress is not None:
+        progress(len(slabs) * 100, len(slabs) * 100, "pruning")
+    # the whole-tomogram order: by score, ties by class then z, y, x (the order find_candidates meets them in)
+    candidates = pd.concat(tables, ignore_index=True).sort_values(["score", "class_id", "z", "y", "x"], ascending=[False, True, True, True, True],
+                                                                  kind="stable").reset_index(drop=True)
+    result = PickResult(candidates.iloc[:0], candidates, None, model)
     result.refilter(min_score, distance)
     return result

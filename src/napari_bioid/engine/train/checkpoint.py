@@ -71,3 +71,29 @@ def load_checkpoint(path: PathLike, kind: str) -> dict:
     if payload["format"] != kind:
         raise BioidInputError(f"{path}: a {payload['format']!r} model, expected {kind!r}")
     return payload
+
+
+class CheckpointedNetwork:
+    """Base of a model class holding ``config`` (a dataclass), ``network`` and ``metrics``, saved as one model file.
+
+    Subclasses set ``KIND`` (the file's format name) and ``CONFIG`` (the config
+    dataclass) and take ``(config, metrics=...)`` in ``__init__``.
+    """
+
+    KIND: str = ""
+    CONFIG: type = dict
+
+    def save(self, path: PathLike, overwrite: bool = False) -> Path:
+        """Write the model file atomically (refuses to overwrite unless asked; keeps ``.bak``)."""
+        from dataclasses import asdict
+
+        return save_checkpoint(path, self.KIND, asdict(self.config), self.network.state_dict(), self.metrics, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: PathLike):
+        """Read a model file (raises :class:`BioidInputError` for a missing, unreadable or other kind of file)."""
+        d = load_checkpoint(path, cls.KIND)
+        model = cls(cls.CONFIG(**d["config"]), metrics=d.get("metrics", {}))
+        model.network.load_state_dict(d["state_dict"])
+        model.network.eval()
+        return model
