@@ -58,6 +58,20 @@ def _add_tomo(sub) -> None:
                     help="write the foreground probability map here (float32 MRC, written slab by slab; implies --chunk-slices 64)")
     pk.add_argument("--overwrite", action="store_true")
 
+    pb = tsub.add_parser("pick-batch", help="pick many tomograms on a dask cluster (local by default): resumable, failures reported")
+    pb.add_argument("tomograms", type=Path, nargs="*", help="tomograms (MRC/REC/TIFF)")
+    pb.add_argument("--list", type=Path, default=None, help="a text file with one tomogram path per line (instead of, or besides, the arguments)")
+    pb.add_argument("--out-dir", required=True, type=Path, help="<stem>_picks.csv and .json per tomogram, and summary.csv")
+    pb.add_argument("--model", type=Path, default=None, help="model file; default: the shipped model")
+    pb.add_argument("--scheduler", default=None, help="address of a running dask scheduler (default: a local cluster)")
+    pb.add_argument("--workers", type=int, default=None, help="local cluster worker processes (default: one per core)")
+    pb.add_argument("--chunk-slices", type=int, default=None, help="pick each tomogram slab by slab (bounded memory)")
+    pb.add_argument("--threshold", type=float, default=0.5)
+    pb.add_argument("--min-score", type=float, default=0.2)
+    pb.add_argument("--distance", type=float, default=None)
+    pb.add_argument("--voxel-size", type=float, default=None, help="Å per voxel, for tomograms whose header has none")
+    pb.add_argument("--batch-size", type=int, default=4)
+
     sm = tsub.add_parser("simulate", help="simulate a tomogram from real structures, with its truth")
     sm.add_argument("--out-dir", required=True, type=Path, help="folder for <name>.mrc, <name>_truth.csv, <name>_classes.mrc, <name>_params.json")
     sm.add_argument("--name", default="simulated")
@@ -208,6 +222,34 @@ def _tomo_pick(args) -> int:
     return 0
 
 
+def _tomo_pick_batch(args) -> int:
+    from ..engine.progress import TqdmProgress
+    from ..engine.tomo.batch import pick_batch
+    from ..engine.tomo.config import default_model_path
+
+    paths = list(args.tomograms)
+    if args.list is not None:
+        if not args.list.is_file():
+            raise BioidInputError(f"{args.list}: no such list file")
+        paths += [Path(line.strip()) for line in args.list.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    if args.chunk_slices is not None and args.chunk_slices < 1:
+        raise BioidInputError(f"--chunk-slices must be ≥ 1, got {args.chunk_slices}")
+    bar = TqdmProgress("tomograms")
+    try:
+        summary = pick_batch(paths, args.out_dir, args.model or default_model_path(), scheduler=args.scheduler, n_workers=args.workers,
+                             threshold=args.threshold, min_score=args.min_score, distance=args.distance, batch_size=args.batch_size,
+                             chunk_slices=args.chunk_slices, voxel_size=args.voxel_size, progress=bar,
+                             on_dashboard=lambda link: print(f"dask dashboard: {link}", flush=True))
+    finally:
+        bar.close()
+    counts = summary["status"].value_counts().to_dict()
+    failed = summary[summary["status"] == "failed"]
+    print(json.dumps({"tomograms": len(summary), **{k: int(v) for k, v in counts.items()}, "picks": int(summary["picks"].sum()),
+                      "summary": str(args.out_dir / "summary.csv"),
+                      "failed": {r.tomogram: r.error for r in failed.itertuples()}}, indent=1))
+    return 1 if len(failed) else 0
+
+
 def default_structures_dir() -> Path:
     """``../shared/data/cryoet/structures`` beside the checkout (or under $BIOID_SHARED)."""
     import os
@@ -280,5 +322,5 @@ def _tomo_evaluate(args) -> int:
     return 0
 
 
-HANDLERS = {"train": _tomo_train, "pick": _tomo_pick, "evaluate": _tomo_evaluate, "simulate": _tomo_simulate}
+HANDLERS = {"train": _tomo_train, "pick": _tomo_pick, "pick-batch": _tomo_pick_batch, "evaluate": _tomo_evaluate, "simulate": _tomo_simulate}
 add = _add_tomo
