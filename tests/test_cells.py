@@ -84,7 +84,7 @@ def small_detector(monuseg):
 
     train, _ = monuseg
     torch.set_num_threads(2)
-    return train_detector(train, steps=240, batch_size=6, size=192, seed=0)
+    return train_detector(train, steps=360, batch_size=6, size=192, seed=0)
 
 
 def test_small_detector_learns_nuclei(monuseg, small_detector):
