@@ -114,23 +114,21 @@ def learned_spot_probabilities(stack: np.ndarray, spots: pd.DataFrame, caller: s
     spot decoded fewer spots into the codebook on the real tile, 34 % against 39 %). ``model``: a path or a loaded caller (default
     the shipped one).
     """
-    from .unet import normalised_stack
+    from .unet import normalised_stack, pixel_indices
 
     T = stack.shape[0]
     norm = normalised_stack(stack[:, :4], np.zeros((T, 4, 2)))
-    yx = np.rint(spots[["y", "x"]].to_numpy(float)).astype(int)
-    yx[:, 0] = yx[:, 0].clip(0, norm.shape[2] - 1)
-    yx[:, 1] = yx[:, 1].clip(0, norm.shape[3] - 1)
+    yx = pixel_indices(spots, norm.shape[2:])
     if caller == "unet":
         from .unet import UNetCaller, default_unet_path
 
-        net = model if isinstance(model, UNetCaller) else UNetCaller.load(model or default_unet_path())
+        net = UNetCaller.resolve(model, default_unet_path())
         return net.probabilities(norm, yx)
     if caller == "multitask":
         from .multitask import MultiTaskCaller, default_multitask_path
         from .unet import _window
 
-        net = model if isinstance(model, MultiTaskCaller) else MultiTaskCaller.load(model or default_multitask_path())
+        net = MultiTaskCaller.resolve(model, default_multitask_path())
         out = np.zeros((len(yx), T, 4), np.float32)
         for t in range(T):
             _, p = net.predict(_window(norm, t, net.config.cycles))

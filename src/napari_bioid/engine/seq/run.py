@@ -111,7 +111,7 @@ def call_run(source, reference: Optional[Dict[str, str]] = None, quality_table: 
         if caller == "unet":
             from .unet import UNetCaller, default_unet_path
 
-            net = model if isinstance(model, UNetCaller) else UNetCaller.load(model or default_unet_path())
+            net = UNetCaller.resolve(model, default_unet_path())
             if clusters == "multitask":
                 from .multitask import MultiTaskCaller, default_multitask_path
 
@@ -121,7 +121,7 @@ def call_run(source, reference: Optional[Dict[str, str]] = None, quality_table: 
         elif caller == "multitask":
             from .multitask import MultiTaskCaller, default_multitask_path
 
-            net = model if isinstance(model, MultiTaskCaller) else MultiTaskCaller.load(model or default_multitask_path())
+            net = MultiTaskCaller.resolve(model, default_multitask_path())
             calls = net.call(arr[:, :4], calls, progress=progress, cancel=cancel)
         elif caller != "classical":
             raise BioidInputError(f"unknown caller {caller!r}: use classical, unet or multitask")

@@ -76,6 +76,14 @@ def normalised_stack(stack: np.ndarray, shifts: np.ndarray, return_scales: bool 
     return (out, scales) if return_scales else out
 
 
+def pixel_indices(positions, shape) -> np.ndarray:
+    """Nearest pixels int ``(n, 2)`` [y, x] of a DataFrame's ``y, x`` columns (px), clipped into an image of ``shape`` (H, W)."""
+    yx = np.rint(positions[["y", "x"]].to_numpy(float)).astype(int)
+    yx[:, 0] = np.clip(yx[:, 0], 0, shape[0] - 1)
+    yx[:, 1] = np.clip(yx[:, 1], 0, shape[1] - 1)
+    return yx
+
+
 def _window(norm: np.ndarray, t: int, k: int) -> np.ndarray:
     """Cycles t − k//2 … t + k//2 (edges repeated) stacked as channels: [k·4, y, x]."""
     T = norm.shape[0]
@@ -108,10 +116,7 @@ def labels_from_reference(stack: np.ndarray, reference, max_label_error: float =
         ref = al.reference_base[row].astype(np.int16)
         lab = np.where(ref < 4, ref, calls.bases[pf[row]]).astype(np.int8)  # an inserted base keeps its call
         labels[pf[row]] = lab
-    yx = np.rint(calls.positions[["y", "x"]].to_numpy(float)).astype(int)
-    H, W = norm.shape[2:]
-    yx[:, 0] = np.clip(yx[:, 0], 0, H - 1)
-    yx[:, 1] = np.clip(yx[:, 1], 0, W - 1)
+    yx = pixel_indices(calls.positions, norm.shape[2:])
     return TrainingTile(norm, yx, labels)
 
 
@@ -148,9 +153,7 @@ class UNetCaller(CheckpointedNetwork):
         """
         calls = calls or call_stack(stack, progress=None, cancel=cancel)
         norm = normalised_stack(stack, calls.info["shifts"])
-        yx = np.rint(calls.positions[["y", "x"]].to_numpy(float)).astype(int)
-        yx[:, 0] = np.clip(yx[:, 0], 0, norm.shape[2] - 1)
-        yx[:, 1] = np.clip(yx[:, 1], 0, norm.shape[3] - 1)
+        yx = pixel_indices(calls.positions, norm.shape[2:])
         p = self.probabilities(norm, yx, progress, cancel)
         chast = chastity_of(p)
         info = dict(calls.info, caller="unet")

@@ -90,6 +90,11 @@ class CheckpointedNetwork:
         return save_checkpoint(path, self.KIND, asdict(self.config), self.network.state_dict(), self.metrics, overwrite=overwrite)
 
     @classmethod
+    def resolve(cls, model, default: PathLike):
+        """``model`` itself when it is already one of these, else the file ``model`` (or ``default`` when None) loaded."""
+        return model if isinstance(model, cls) else cls.load(model or default)
+
+    @classmethod
     def load(cls, path: PathLike):
         """Read a model file (raises :class:`BioidInputError` for a missing, unreadable or other kind of file)."""
         d = load_checkpoint(path, cls.KIND)
