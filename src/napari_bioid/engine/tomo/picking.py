@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..progress import ProgressCallback, check_cancel
 from .config import PickerModel
-from .inference import Segmentation, segment
+from .inference import Segmentation, segment, window_starts
 from ..io.coords import empty_table
 from .nms import MAX_CANDIDATES, find_candidates, prune_picks
 from .preprocess import Normalizer
@@ -193,6 +193,27 @@ def pick(
     return result
 
 
+def slab_bounds(length: int, block: int, pad: int, min_slices: int) -> list:
+    """Cut ``[0, length)`` along z into slabs of whole rows of the sliding-window grid, each ≥ ``min_slices`` thick.
+
+    A slab boundary falls where one row of windows hands over to the next
+    (:func:`.inference.window_starts`), so no window is computed twice.
+    Returns ``[(z0, z1), ...]`` tiling ``[0, length)``; the last slab may be
+    thinner when it is the only one.
+    """
+    rows = [(k0, k1) for _, k0, k1 in window_starts(length, block, pad)]
+    slabs = []
+    for k0, k1 in rows:
+        if slabs and slabs[-1][1] - slabs[-1][0] < min_slices:
+            slabs[-1] = (slabs[-1][0], k1)
+        else:
+            slabs.append((k0, k1))
+    if len(slabs) > 1 and slabs[-1][1] - slabs[-1][0] < min_slices:  # a thin last slab joins the one before
+        last = slabs.pop()
+        slabs[-1] = (slabs[-1][0], last[1])
+    return slabs
+
+
 def pick_chunked(
     volume: np.ndarray,
     model: PickerModel,
@@ -212,22 +233,25 @@ def pick_chunked(
 ) -> PickResult:
     """Pick a tomogram of any size slab by slab, with memory bounded by the slab instead of the tomogram.
 
-    The tomogram (best memory-mapped) is cut along z into slabs of
-    ``chunk_slices`` slices; each is segmented with a halo of the NMS pools'
-    reach (``n_pools`` · 2 + 3 slices, from the same window grid as the whole
-    tomogram, :func:`.inference.segment` ``z_range``), its average-pool maxima
-    found, and those whose centre lies in the slab kept; pruning then runs once
-    over all candidates. The picks equal :func:`pick`'s (tested), except that a
-    saturated plateau crossing a slab border may give one candidate per side.
-    Peak memory: the slab's probability and class volumes ((``chunk_slices`` +
-    2 · halo) · Y · X · 5 bytes) plus the NMS pools' float32 copies of one class mask.
+    The tomogram (best memory-mapped) is cut along z into slabs of about
+    ``chunk_slices`` slices, on the boundaries between rows of the whole
+    tomogram's sliding-window grid (:func:`slab_bounds`), so each window is
+    computed once, exactly as in the whole tomogram (:func:`.inference.segment`
+    ``z_range``). Each slab's average-pool maxima are found with a halo of the
+    NMS pools' reach (``n_pools`` · 2 + 3 slices) borrowed from the
+    neighbouring slabs, and those whose centre lies in the slab are kept;
+    pruning then runs once over all candidates. The picks equal :func:`pick`'s
+    (tested), except that a saturated plateau crossing a slab border may give
+    one candidate per side. Peak memory: three slabs' probability and class
+    maps (3 · slab · Y · X · 5 bytes) plus the NMS pools' float32 copies of one
+    class mask of a slab and its halos, and one batch of windows.
 
     Parameters
     ----------
     volume : array (Z, Y, X)
         Raw tomogram (any real dtype; a memory map is read slab by slab).
     chunk_slices : int
-        Slices per slab (≥ 1).
+        Slices per slab (≥ 1); rounded up to whole rows of windows and to at least the halo.
     probability_out : array-like (Z, Y, X), optional
         Receives the foreground probability slab by slab (a ``np.memmap``, a
         zarr array...); ``result.segmentation`` stays None.
@@ -253,23 +277,37 @@ def pick_chunked(
     pools = n_pools or cfg.n_pools
     halo = pools * 2 + 2 + 1  # the reach of k average pools and the max pool (kernels 5): see nms.avgpool_peaks
     norm = normalizer or Normalizer.fit(volume, cfg.normalization, cfg.lowpass_sigma)
-    Z = volume.shape[0]
-    slabs = [(c0, min(c0 + chunk_slices, Z)) for c0 in range(0, Z, chunk_slices)]
+    pad = cfg.pad_size if pad_size is None else int(pad_size)
+    slabs = slab_bounds(volume.shape[0], cfg.block_size, pad, max(chunk_slices, halo))
     tables = []
-    for i, (c0, c1) in enumerate(slabs):
-        check_cancel(cancel)
-        s0, s1 = max(0, c0 - halo), min(Z, c1 + halo)
+    segs: Dict[int, Segmentation] = {}
 
-        def slab_progress(done, total, msg, i=i):
+    def segment_slab(i: int) -> Segmentation:
+        c0, c1 = slabs[i]
+
+        def slab_progress(done, total, msg):
             if progress is not None:
                 progress(i * 100 + int(100 * done / max(total, 1)), len(slabs) * 100, f"slab {i + 1}/{len(slabs)}: {msg}")
 
-        seg = segment(volume, model, batch_size=batch_size, pad_size=pad_size, device=device, progress=slab_progress, cancel=cancel,
-                      normalizer=norm, z_range=(s0, s1))
+        seg = segment(volume, model, batch_size=batch_size, pad_size=pad, device=device, progress=slab_progress, cancel=cancel,
+                      normalizer=norm, z_range=(c0, c1))
         if probability_out is not None:
-            probability_out[c0:c1] = seg.probability[c0 - s0 : c1 - s0]
-        cand = find_candidates(seg, cfg.n_classes, threshold, pools, max_candidates=max_candidates)
-        del seg
+            probability_out[c0:c1] = seg.probability
+        return seg
+
+    for i, (c0, c1) in enumerate(slabs):
+        check_cancel(cancel)
+        # each slab is segmented once; NMS of slab i needs the halo from slabs i - 1 and i + 1 (slabs are ≥ halo thick)
+        for j in (i, i + 1):
+            if j < len(slabs) and j not in segs:
+                segs[j] = segment_slab(j)
+        parts = ([(segs[i - 1], slice(-halo, None))] if i > 0 else []) + [(segs[i], slice(None))] + \
+                ([(segs[i + 1], slice(0, halo))] if i + 1 < len(slabs) else [])
+        s0 = c0 - (halo if i > 0 else 0)
+        window = Segmentation(np.concatenate([s.probability[sl] for s, sl in parts]), np.concatenate([s.class_map[sl] for s, sl in parts]))
+        cand = find_candidates(window, cfg.n_classes, threshold, pools, max_candidates=max_candidates)
+        del window
+        segs.pop(i - 1, None)
         cand = cand.assign(z=cand["z"] + s0)
         tables.append(cand[(cand["z"] >= c0) & (cand["z"] < c1)])
     if progress is not None:
