@@ -45,6 +45,21 @@ def ball(shape, centres, radius, value=1.0):
     return out
 
 
+
+def synthetic_balls(seed, n=10, shape=(48, 48, 48), radius=3):
+    """Bright balls at random non-overlapping positions in Gaussian noise (SNR ~ 1 per voxel)."""
+    rng = np.random.default_rng(seed)
+    centres = []
+    while len(centres) < n:
+        c = rng.integers(radius + 1, np.array(shape) - radius - 1)
+        if all(np.linalg.norm(c - o) > 3 * radius for o in centres):
+            centres.append(c)
+    vol = ball(shape, centres, radius) + rng.normal(0, 0.7, shape).astype(np.float32)
+    from napari_bioid.engine.io.coords import make_table
+
+    return vol, make_table(np.array(centres))
+
+
 @pytest.fixture(autouse=True)
 def _quiet_warnings():
     with warnings.catch_warnings():

@@ -11,19 +11,7 @@ from napari_bioid.engine.errors import BioidInputError, Cancelled
 from napari_bioid.engine.io.coords import make_table
 from napari_bioid.engine.tomo import ParticleClass, PickerConfig, evaluate_picks, load_picker, pick, train_picker
 
-from conftest import ball
-
-
-def synthetic(seed, n=10, shape=(48, 48, 48), radius=3):
-    """Bright balls at random non-overlapping positions in Gaussian noise (SNR ~ 1 per voxel)."""
-    rng = np.random.default_rng(seed)
-    centres = []
-    while len(centres) < n:
-        c = rng.integers(radius + 1, np.array(shape) - radius - 1)
-        if all(np.linalg.norm(c - o) > 3 * radius for o in centres):
-            centres.append(c)
-    vol = ball(shape, centres, radius) + rng.normal(0, 0.7, shape).astype(np.float32)
-    return vol, make_table(np.array(centres))
+from conftest import synthetic_balls as synthetic
 
 
 CFG = dict(classes=[ParticleClass(1, "blob", 7)], block_size=24, pad_size=4, channels=(4, 8), voxel_size=12.0)

@@ -1,4 +1,4 @@
-"""npe2 reader: tomograms (MRC/REC/MAP) and coordinate files (CSV/STAR/.coords)."""
+"""npe2 reader: tomograms (MRC/REC/MAP, OME-Zarr) and coordinate files (CSV/STAR/.coords)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ def get_reader(path):
         if len(path) != 1:
             return None
         path = path[0]
-    suffix = Path(path).suffix.lower()
-    if suffix in MRC_SUFFIXES:
+    suffix = Path(str(path).rstrip("/")).suffix.lower()
+    if suffix in MRC_SUFFIXES or suffix == ".zarr":
         return read_tomogram_layer
     if suffix in COORD_SUFFIXES:
         return read_coordinates_layer
@@ -27,11 +27,14 @@ def get_reader(path):
 
 
 def read_tomogram_layer(path):
-    """MRC/REC/MAP → image layer; ``scale`` = voxel size in Å (1 if unknown), header in metadata."""
+    """MRC/REC/MAP or OME-Zarr → image layer; ``scale`` = voxel size in Å (1 if unknown), header in metadata.
+
+    An OME-Zarr image opens lazily at its finest level (``metadata["levels"]`` lists them all).
+    """
     from .engine.io import read_volume
 
-    path = Path(path[0] if isinstance(path, list) else path)
-    vol = read_volume(path)
+    path = Path(str(path[0] if isinstance(path, list) else path).rstrip("/"))
+    vol = read_volume(path, check_finite=not str(path).lower().endswith(".zarr"))
     vs = vol.voxel_size
     meta = dict(vol.metadata, voxel_size=vs, path=str(path))
     # contrast from the 0.5–99.5 percentiles of a strided subsample (cheap on memory-mapped tomograms)

@@ -16,8 +16,16 @@ def _add_tomo(sub) -> None:
     tsub = tomo.add_subparsers(dest="cmd", required=True)
 
     tr = tsub.add_parser("train", help="train a picking model from tomograms and clicked centres")
-    tr.add_argument("--tomogram", action="append", required=True, type=Path, help="training tomogram (MRC/REC/TIFF); repeat, paired with --coords")
-    tr.add_argument("--coords", action="append", required=True, type=Path, help="its particle centres (CSV/STAR/.coords); repeat")
+    tr.add_argument("--tomogram", action="append", default=[], type=Path, help="training tomogram (MRC/REC/TIFF/OME-Zarr); repeat, paired with --coords")
+    tr.add_argument("--coords", action="append", default=[], type=Path, help="its particle centres (CSV/STAR/.coords); repeat")
+    tr.add_argument("--copick", type=Path, default=None, help="train from a copick project's picks instead (its configuration JSON)")
+    tr.add_argument("--object", action="append", default=[], help="copick: pickable object to train on; repeat (class ids in this order)")
+    tr.add_argument("--runs", default=None, help="copick: comma-separated training runs (default: every run with picks but the --val-runs)")
+    tr.add_argument("--val-runs", default=None, help="copick: comma-separated validation runs")
+    tr.add_argument("--user-id", default=None, help="copick: only picks by this user (e.g. the annotator)")
+    tr.add_argument("--session-id", default=None, help="copick: only picks of this session")
+    tr.add_argument("--copick-voxel-size", type=float, default=None, help="copick: the voxel spacing to train at (Å; default the finest)")
+    tr.add_argument("--tomo-type", default=None, help="copick: tomogram type (e.g. wbp, denoised; default the first)")
     tr.add_argument("--val-tomogram", action="append", default=[], type=Path, help="validation tomogram; repeat, paired with --val-coords")
     tr.add_argument("--val-coords", action="append", default=[], type=Path)
     tr.add_argument("--out", required=True, type=Path, help="model file to write (.pt)")
@@ -38,8 +46,15 @@ def _add_tomo(sub) -> None:
     tr.add_argument("--overwrite", action="store_true")
 
     pk = tsub.add_parser("pick", help="pick particles in a tomogram")
-    pk.add_argument("tomogram", type=Path)
-    pk.add_argument("--out", required=True, type=Path, help="picks CSV (x,y,z,class_id,score in voxels, plus x_A,y_A,z_A)")
+    pk.add_argument("tomogram", type=Path, nargs="?", default=None, help="MRC/REC/TIFF/OME-Zarr (or --copick with --run)")
+    pk.add_argument("--out", type=Path, default=None, help="picks CSV (x,y,z,class_id,score in voxels, plus x_A,y_A,z_A)")
+    pk.add_argument("--copick", type=Path, default=None, help="a copick project: pick its --run's tomogram and write the picks into it")
+    pk.add_argument("--run", default=None, help="copick: the run to pick")
+    pk.add_argument("--tomo-type", default=None, help="copick: tomogram type (default the first at the voxel spacing nearest the model's)")
+    pk.add_argument("--user-id", default="napari-bioid", help="copick: user id of the pick sets written (default napari-bioid)")
+    pk.add_argument("--session-id", default="0", help="copick: session id of the pick sets written")
+    pk.add_argument("--object", action="append", default=[],
+                    help="copick: the project's object name per model class, in class order (default: the model's class names)")
     pk.add_argument("--model", type=Path, default=None, help="model file; default: the shipped model")
     pk.add_argument("--star", type=Path, default=None, help="also write a RELION STAR file")
     pk.add_argument("--coords-out", type=Path, default=None, help="also write DeepETPicker 'class x y z score' text")
@@ -55,7 +70,9 @@ def _add_tomo(sub) -> None:
     pk.add_argument("--chunk-slices", type=int, default=None,
                     help="pick slab by slab, this many z slices each: memory bounded by the slab, not the tomogram (same picks)")
     pk.add_argument("--probability-out", type=Path, default=None,
-                    help="write the foreground probability map here (float32 MRC, written slab by slab; implies --chunk-slices 64)")
+                    help="write the foreground probability map here, slab by slab (float32 MRC, or OME-Zarr for a .zarr name; implies --chunk-slices 64)")
+    pk.add_argument("--level", type=int, default=None,
+                    help="OME-Zarr input: the multiscale level to pick (default: the level nearest the model's voxel size)")
     pk.add_argument("--overwrite", action="store_true")
 
     pb = tsub.add_parser("pick-batch", help="pick many tomograms on a dask cluster (local by default): resumable, failures reported")
@@ -71,6 +88,9 @@ def _add_tomo(sub) -> None:
     pb.add_argument("--distance", type=float, default=None)
     pb.add_argument("--voxel-size", type=float, default=None, help="Å per voxel, for tomograms whose header has none")
     pb.add_argument("--batch-size", type=int, default=4)
+
+    cp = tsub.add_parser("copick", help="list a copick project: runs, tomograms, pickable objects and pick sets")
+    cp.add_argument("config", type=Path, help="copick configuration JSON")
 
     sm = tsub.add_parser("simulate", help="simulate a tomogram from real structures, with its truth")
     sm.add_argument("--out-dir", required=True, type=Path, help="folder for <name>.mrc, <name>_truth.csv, <name>_classes.mrc, <name>_params.json")
@@ -108,11 +128,17 @@ def _tomo_train(args) -> int:
         raise BioidInputError(f"{len(args.tomogram)} --tomogram but {len(args.coords)} --coords: give them in pairs")
     if len(args.val_tomogram) != len(args.val_coords):
         raise BioidInputError("--val-tomogram and --val-coords must come in pairs")
+    if bool(args.copick) == bool(args.tomogram):
+        raise BioidInputError("give training data either as --tomogram/--coords pairs or as --copick CONFIG --object NAME")
     prepare_output(args.out, args.overwrite)
-    vols = [read_volume(p) for p in args.tomogram]
-    tabs = [read_coordinates(c, v.voxel_size, v.shape) for c, v in zip(args.coords, vols)]
-    vvols = [read_volume(p) for p in args.val_tomogram]
-    vtabs = [read_coordinates(c, v.voxel_size, v.shape) for c, v in zip(args.val_coords, vvols)]
+    if args.copick:
+        vols, tabs, vvols, vtabs, classes_from_project = _copick_training_data(args)
+    else:
+        classes_from_project = None
+        vols = [read_volume(p) for p in args.tomogram]
+        tabs = [read_coordinates(c, v.voxel_size, v.shape) for c, v in zip(args.coords, vols)]
+        vvols = [read_volume(p) for p in args.val_tomogram]
+        vtabs = [read_coordinates(c, v.voxel_size, v.shape) for c, v in zip(args.val_coords, vvols)]
     if args.merge_classes:
         for t in tabs + vtabs:
             t["class_id"] = 1
@@ -133,6 +159,9 @@ def _tomo_train(args) -> int:
         ParticleClass(i + 1, names[i], diam[i if len(diam) > 1 else 0], None if lr_ is None else lr_[i if len(lr_) > 1 else 0])
         for i in range(n_classes)
     ]
+    if classes_from_project is not None and not args.merge_classes:  # names, and diameters unless given, from the project
+        classes = [ParticleClass(c.class_id, c.name, diam[i if len(diam) > 1 else 0] if args.diameter else c.diameter,
+                                 None if lr_ is None else lr_[i if len(lr_) > 1 else 0]) for i, c in enumerate(classes_from_project)]
     voxel_sizes = {v.voxel_size for v in vols if v.voxel_size}
     if len(voxel_sizes) > 1:
         warnings.warn(f"training tomograms have different voxel sizes {sorted(voxel_sizes)} Å", stacklevel=1)
@@ -157,22 +186,79 @@ def _tomo_train(args) -> int:
     return 0
 
 
+def _copick_training_data(args):
+    """Training and validation tomograms and picks from a copick project (``bioid tomo train --copick``)."""
+    from ..engine.tomo.copick_project import CopickProject
+
+    project = CopickProject(args.copick)
+    if not args.object:
+        raise BioidInputError(f"--copick needs --object NAME (the project's objects: {', '.join(project.objects['name'])})")
+    val_runs = args.val_runs.split(",") if args.val_runs else []
+    if args.runs:
+        runs = args.runs.split(",")
+    else:
+        sets = project.pick_sets()
+        sets = sets[sets["object_name"].isin(args.object) & (sets["n"] > 0)]
+        if args.user_id:
+            sets = sets[sets["user_id"] == args.user_id]
+        runs = [r for r in sorted(set(sets["run"])) if r not in val_runs]
+    kw = dict(object_names=args.object, user_id=args.user_id, session_id=args.session_id, voxel_size=args.copick_voxel_size,
+              tomo_type=args.tomo_type)
+    vols, tabs, classes = project.training_set(runs, **kw)
+    vvols, vtabs = project.training_set(val_runs, **kw)[:2] if val_runs else ([], [])
+    print(f"copick: training on {len(runs)} runs ({', '.join(runs)}), validating on {len(val_runs)}", file=sys.stderr)
+    return vols, tabs, vvols, vtabs, classes
+
+
+def _tomo_copick(args) -> int:
+    from ..engine.tomo.copick_project import CopickProject
+
+    project = CopickProject(args.config)
+    out = {"runs": project.runs, "objects": project.objects.to_dict("records"),
+           "tomograms": project.tomograms().to_dict("records"), "pick_sets": project.pick_sets().to_dict("records")}
+    print(json.dumps(out, indent=1, default=float))
+    return 0
+
+
 def _tomo_pick(args) -> int:
     from ..engine.io import prepare_output, read_coordinates, read_volume, write_coordinates
     from ..engine.progress import TqdmProgress
     from ..engine.tomo import DEFAULT_MIN_SCORE, DEFAULT_THRESHOLD, evaluate_picks, load_picker, pick
     from ..engine.tomo.config import default_model_path
 
+    if (args.tomogram is None) == (args.copick is None):
+        raise BioidInputError("give a tomogram file, or --copick CONFIG --run RUN")
+    if args.copick is not None and not args.run:
+        raise BioidInputError("--copick needs --run (see: bioid tomo copick CONFIG)")
+    if args.out is None and args.copick is None:
+        raise BioidInputError("--out is required (where to write the picks)")
     outs = [p for p in (args.out, args.star, args.coords_out, args.overview, args.probability_out) if p is not None]
     for p in outs:
         p.parent.mkdir(parents=True, exist_ok=True)
         prepare_output(p, args.overwrite)
     if len(set(map(str, outs))) != len(outs):
         raise BioidInputError("the output files must differ")
-    vol = read_volume(args.tomogram)
+    model = load_picker(args.model or default_model_path())
+    project = None
+    if args.copick is not None:
+        from ..engine.tomo.copick_project import CopickProject
+
+        project = CopickProject(args.copick)
+        vol = project.read_tomogram(args.run, tomo_type=args.tomo_type, target_voxel_size=model.config.voxel_size, level=args.level)
+        object_names = dict(enumerate(args.object or [c.name for c in model.config.classes], start=1))
+        if len(object_names) != model.config.n_classes:
+            raise BioidInputError(f"--object gives {len(object_names)} names for the model's {model.config.n_classes} classes")
+        existing = project.pick_sets([args.run])
+        clash = existing[(existing["user_id"] == args.user_id) & (existing["session_id"] == args.session_id)
+                         & existing["object_name"].isin(object_names.values())]
+        if len(clash) and not args.overwrite:  # refuse before the long work
+            raise FileExistsError(f"run {args.run!r} already has picks by user {args.user_id!r}, session {args.session_id!r} "
+                                  f"({', '.join(clash['object_name'])}); pass --overwrite or another --session-id")
+    else:
+        vol = read_volume(args.tomogram, level=args.level, target_voxel_size=model.config.voxel_size)
     voxel_size = args.voxel_size or vol.voxel_size
+    model.check_voxel_size(voxel_size)
     truth = read_coordinates(args.truth, voxel_size, vol.shape) if args.truth else None
-    model = load_picker(args.model or default_model_path(), voxel_size)
     if args.chunk_slices is not None and args.chunk_slices < 1:
         raise BioidInputError(f"--chunk-slices must be ≥ 1, got {args.chunk_slices}")
     bar = TqdmProgress("pick")
@@ -181,15 +267,11 @@ def _tomo_pick(args) -> int:
                   distance=args.distance, batch_size=args.batch_size, device=args.device, progress=bar)
     try:
         if args.probability_out is not None:
-            import mrcfile
-
-            from ..engine.io.atomic import atomic_write
+            from ..engine.io.volumes import create_volume
             from ..engine.tomo.picking import pick_chunked
 
-            with atomic_write(args.probability_out, overwrite=args.overwrite) as tmp:
-                with mrcfile.new_mmap(tmp, shape=tuple(vol.shape), mrc_mode=2, overwrite=True) as mrc:
-                    res = pick_chunked(vol.data, model, chunk_slices=args.chunk_slices or 64, probability_out=mrc.data, **kwargs)
-                    mrc.voxel_size = voxel_size
+            with create_volume(args.probability_out, vol.shape, voxel_size, overwrite=args.overwrite) as out:
+                res = pick_chunked(vol.data, model, chunk_slices=args.chunk_slices or 64, probability_out=out, **kwargs)
         elif args.chunk_slices is not None:
             from ..engine.tomo.picking import pick_chunked
 
@@ -201,9 +283,14 @@ def _tomo_pick(args) -> int:
     picks = res.picks.drop(columns=["pick_id", "source"], errors="ignore")
     names = {c.class_id: c.name for c in model.config.classes}
     picks["class_name"] = picks["class_id"].map(names)
-    write_coordinates(picks, args.out, voxel_size, vol.shape, overwrite=args.overwrite)
+    if args.out is not None:
+        write_coordinates(picks, args.out, voxel_size, vol.shape, overwrite=args.overwrite)
+    if project is not None:
+        written = project.write_picks(args.run, picks, voxel_size, object_names, user_id=args.user_id, session_id=args.session_id,
+                                      overwrite=args.overwrite)
+    tomo_name = args.run if project is not None else args.tomogram.stem
     if args.star:
-        write_coordinates(picks, args.star, voxel_size, vol.shape, overwrite=args.overwrite, tomo_name=args.tomogram.stem)
+        write_coordinates(picks, args.star, voxel_size, vol.shape, overwrite=args.overwrite, tomo_name=tomo_name)
     if args.coords_out:
         write_coordinates(picks, args.coords_out, voxel_size, vol.shape, overwrite=args.overwrite)
     radius = max(c.radius for c in model.config.classes)
@@ -213,6 +300,8 @@ def _tomo_pick(args) -> int:
         save_overview(args.overview, vol.data, picks, truth, radius=radius, overwrite=args.overwrite)
     counts = picks["class_id"].value_counts().sort_index()
     summary = {"picks": int(len(picks)), "per_class": {names[int(k)]: int(v) for k, v in counts.items()}, "out": str(args.out)}
+    if project is not None:
+        summary["copick"] = {"run": args.run, "pick_sets": written, "voxel_size": voxel_size}
     if truth is not None:
         tol = args.tolerance or float(radius)
         ev = evaluate_picks(picks, truth, tol)
@@ -322,5 +411,5 @@ def _tomo_evaluate(args) -> int:
     return 0
 
 
-HANDLERS = {"train": _tomo_train, "pick": _tomo_pick, "pick-batch": _tomo_pick_batch, "evaluate": _tomo_evaluate, "simulate": _tomo_simulate}
+HANDLERS = {"train": _tomo_train, "pick": _tomo_pick, "pick-batch": _tomo_pick_batch, "copick": _tomo_copick, "evaluate": _tomo_evaluate, "simulate": _tomo_simulate}
 add = _add_tomo

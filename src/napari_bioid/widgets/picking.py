@@ -133,6 +133,11 @@ class PickingWidget(WorkerHost, QWidget):
         f.addRow("voxel size", self.voxel_label)
         root.addWidget(box)
 
+        from ._copick_panel import CopickPanel
+
+        self.copick = CopickPanel(self.viewer, lambda: self.tomogram, self._picks_of)
+        root.addWidget(self.copick)
+
         box = QGroupBox("Annotate")
         f = QFormLayout(box)
         self.class_spin = spin(1, 255, 1)
@@ -302,6 +307,11 @@ class PickingWidget(WorkerHost, QWidget):
     def picks_layer(self):
         """The current tomogram's picks layer (None when it has none)."""
         st = self._state(create=False)
+        return st.picks if st is not None and _alive(st.picks, self.viewer) else None
+
+    def _picks_of(self, tomogram):
+        """The picks layer made here for ``tomogram`` (None when it has none)."""
+        st = self._states.get(id(tomogram))
         return st.picks if st is not None and _alive(st.picks, self.viewer) else None
 
     @property

@@ -6,10 +6,11 @@ is in Å and isotropic unless stated otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -65,17 +66,23 @@ def _check_volume(data: np.ndarray, path, check_finite: bool = True) -> None:
                 raise BioidInputError(f"{path}: the volume contains NaN or infinite values (first in slices {z0}..{z0 + step - 1})")
 
 
-def read_volume(path: PathLike, mmap: Optional[bool] = None, check_finite: bool = True) -> Volume:
-    """Read a tomogram or 3D stack from MRC/REC/MAP (mrcfile) or TIFF (tifffile).
+def read_volume(path: PathLike, mmap: Optional[bool] = None, check_finite: bool = True, level: Optional[int] = None,
+                target_voxel_size: Optional[float] = None) -> Volume:
+    """Read a tomogram or 3D stack from MRC/REC/MAP (mrcfile), TIFF (tifffile) or Zarr / OME-Zarr (zarr).
 
     Parameters
     ----------
     path : str or Path
-        ``.mrc .rec .map .mrcs .st .ali`` or ``.tif .tiff``.
+        ``.mrc .rec .map .mrcs .st .ali``, ``.tif .tiff``, or a Zarr array /
+        OME-Zarr image folder (read lazily, :func:`.ngff.read_zarr_volume`).
     mmap : bool, optional
         Memory-map instead of reading (default: only files over 256 MiB).
     check_finite : bool
         Refuse volumes with NaN/inf voxels.
+    level : int, optional
+        OME-Zarr only: the multiscale level (0 = finest).
+    target_voxel_size : float, optional
+        OME-Zarr only, without ``level``: read the level nearest this voxel size (Å).
 
     Returns
     -------
@@ -90,6 +97,10 @@ def read_volume(path: PathLike, mmap: Optional[bool] = None, check_finite: bool 
         Missing or unreadable file, unknown suffix, not 3D, NaNs.
     """
     path = Path(path)
+    from .ngff import is_zarr, read_zarr_volume
+
+    if is_zarr(path):
+        return read_zarr_volume(path, level=level, voxel_size=target_voxel_size, check_finite=check_finite)
     if not path.is_file():
         raise BioidInputError(f"{path}: no such file")
     suffix = path.suffix.lower()
@@ -140,7 +151,7 @@ def read_volume(path: PathLike, mmap: Optional[bool] = None, check_finite: bool 
                 raise BioidInputError(f"{path}: not a readable TIFF file ({exc})") from exc
         data = np.squeeze(data)
     else:
-        raise BioidInputError(f"{path}: unknown volume format {suffix!r} (expected MRC/REC/MAP or TIFF)")
+        raise BioidInputError(f"{path}: unknown volume format {suffix!r} (expected MRC/REC/MAP, TIFF or a Zarr folder)")
     _check_volume(data, path, check_finite)
     if voxel_size is None:
         warnings.warn(f"{path}: no voxel size in the header; coordinates in Å cannot be computed", stacklevel=2)
@@ -173,3 +184,37 @@ def write_mrc(path: PathLike, data: np.ndarray, voxel_size: Optional[float] = No
             if voxel_size is not None:
                 mrc.voxel_size = float(voxel_size)
     return Path(path)
+
+
+@contextlib.contextmanager
+def create_volume(path: PathLike, shape: Tuple[int, int, int], voxel_size: Optional[float] = None, overwrite: bool = False) -> Iterator:
+    """Create a float32 [z, y, x] volume on disk to fill slab by slab; it appears at ``path`` only when the body succeeds.
+
+    ``.zarr`` names give a one-level OME-Zarr image (:func:`.ngff.create_ome_zarr`),
+    anything else a memory-mapped MRC; ``voxel_size`` in Å goes into the
+    metadata. Yields the writable array; an existing ``path`` (only with
+    ``overwrite``) is kept as ``<path>.bak``.
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is false.
+    BioidInputError
+        A suffix that is neither ``.zarr`` nor MRC.
+    """
+    from .ngff import create_ome_zarr, is_zarr
+
+    path = Path(path)
+    if is_zarr(path):
+        with create_ome_zarr(path, shape, voxel_size, overwrite=overwrite) as arr:
+            yield arr
+        return
+    if path.suffix.lower() not in MRC_SUFFIXES:
+        raise BioidInputError(f"{path}: write volumes as MRC (.mrc) or OME-Zarr (.zarr), not {path.suffix!r}")
+    import mrcfile
+
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        with mrcfile.new_mmap(tmp, shape=tuple(int(s) for s in shape), mrc_mode=2, overwrite=True) as mrc:
+            yield mrc.data
+            if voxel_size:
+                mrc.voxel_size = float(voxel_size)

@@ -70,9 +70,10 @@ def pick_one(tomogram: str, out_dir: str, model_path: str, key: dict, params: di
         from .picking import pick, pick_chunked
 
         torch.set_num_threads(max(1, int(threads)))
-        vol = read_volume(tomogram)
+        model = load_picker(model_path)
+        vol = read_volume(tomogram, target_voxel_size=model.config.voxel_size)  # OME-Zarr: the level nearest the model's
         voxel_size = params.get("voxel_size") or vol.voxel_size
-        model = load_picker(model_path, voxel_size)
+        model.check_voxel_size(voxel_size)
         kw = dict(threshold=params["threshold"], min_score=params["min_score"], distance=params.get("distance"), batch_size=params["batch_size"])
         chunk = params.get("chunk_slices")
         res = pick_chunked(vol.data, model, chunk_slices=chunk, **kw) if chunk else pick(vol.data, model, **kw)
@@ -102,7 +103,7 @@ def pick_batch(tomograms: Sequence[PathLike], out_dir: PathLike, model_path: Pat
     Parameters
     ----------
     tomograms : paths
-        MRC / TIFF tomograms; names must differ in their stems (outputs are named by stem).
+        MRC / TIFF / OME-Zarr tomograms; names must differ in their stems (outputs are named by stem).
     out_dir : path
         Created if missing; receives ``<stem>_picks.csv`` (voxels and Å),
         ``<stem>_picks.json`` and ``summary.csv``.

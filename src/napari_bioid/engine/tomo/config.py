@@ -166,6 +166,16 @@ class PickerModel:
     metrics: dict = field(default_factory=dict)
     path: Optional[Path] = None
 
+    def check_voxel_size(self, voxel_size: Optional[float]) -> None:
+        """Warn (:class:`UserWarning`) when a tomogram's voxel size (Å) is more than 5 % off the model's."""
+        vs = self.config.voxel_size
+        if voxel_size and vs and abs(voxel_size - vs) > 0.05 * vs:
+            warnings.warn(
+                f"model {self.path} was trained at {vs:g} Å/voxel but the tomogram has {voxel_size:g} Å/voxel; "
+                "particles will have the wrong size in voxels: bin or rescale the tomogram to the model's voxel size",
+                stacklevel=3,
+            )
+
     def save(self, path: PathLike, overwrite: bool = False) -> Path:
         """Write weights + config + metrics to one ``.pt`` file, atomically."""
         return save_checkpoint(path, MODEL_KIND, self.config.to_dict(), self.network.state_dict(), self.metrics, overwrite=overwrite)
@@ -188,10 +198,6 @@ def load_picker(path: PathLike, voxel_size: Optional[float] = None) -> PickerMod
     net = config.build_network()
     net.load_state_dict(payload["state_dict"])
     net.eval()
-    if voxel_size and config.voxel_size and abs(voxel_size - config.voxel_size) > 0.05 * config.voxel_size:
-        warnings.warn(
-            f"model {path} was trained at {config.voxel_size:g} Å/voxel but the tomogram has {voxel_size:g} Å/voxel; "
-            "particles will have the wrong size in voxels: bin or rescale the tomogram to the model's voxel size",
-            stacklevel=2,
-        )
-    return PickerModel(net, config, payload.get("metrics", {}), Path(path))
+    model = PickerModel(net, config, payload.get("metrics", {}), Path(path))
+    model.check_voxel_size(voxel_size)
+    return model
