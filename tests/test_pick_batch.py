@@ -55,3 +55,21 @@ def test_batch_on_a_local_cluster_reports_failures_and_resumes(tmp_path, capsys)
     res = json.loads(printed[printed.index("{"):])
     assert res["skipped"] == 3 and res["failed"] == {str(bad): pd.read_csv(out / "summary.csv").loc[1, "error"]}
     assert (out / "ts_01_picks.csv").stat().st_mtime_ns == mtime
+
+
+def test_one_tomogram_split_over_the_workers_gives_the_whole_tomogram_picks(tmp_path):
+    pytest.importorskip("distributed")
+    from napari_bioid.engine.io import read_volume
+    from napari_bioid.engine.tomo import load_picker, pick
+    from napari_bioid.engine.tomo.batch import pick_batch
+
+    if not SAMPLE.is_file():
+        pytest.skip("sample data not in this installation")
+    bad = tmp_path / "bad.mrc"
+    bad.write_bytes(b"\0" * 4096)
+    summary = pick_batch([SAMPLE, bad], tmp_path / "out", default_model_path(), n_workers=2, slab_slices=24)  # 2 slabs of 28 and 36 slices
+    assert list(summary["status"]) == ["done", "failed"] and summary.loc[1, "error"]
+    ours = pd.read_csv(tmp_path / "out" / "sample_tomogram_picks.csv")
+    whole = pick(read_volume(SAMPLE).data, load_picker(default_model_path(), 10.0)).picks
+    pd.testing.assert_frame_equal(ours[["x", "y", "z", "class_id"]], whole[["x", "y", "z", "class_id"]].reset_index(drop=True), check_dtype=False)
+    assert ours["score"].to_numpy() == pytest.approx(whole["score"].to_numpy(), abs=1e-6)

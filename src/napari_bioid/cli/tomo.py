@@ -83,6 +83,8 @@ def _add_tomo(sub) -> None:
     pb.add_argument("--scheduler", default=None, help="address of a running dask scheduler (default: a local cluster)")
     pb.add_argument("--workers", type=int, default=None, help="local cluster worker processes (default: one per core)")
     pb.add_argument("--chunk-slices", type=int, default=None, help="pick each tomogram slab by slab (bounded memory)")
+    pb.add_argument("--slab-slices", type=int, default=None,
+                    help="split each tomogram into tasks of about this many z slices, spread over the workers (for very large tomograms)")
     pb.add_argument("--threshold", type=float, default=0.5)
     pb.add_argument("--min-score", type=float, default=0.2)
     pb.add_argument("--distance", type=float, default=None)
@@ -327,7 +329,7 @@ def _tomo_pick_batch(args) -> int:
     try:
         summary = pick_batch(paths, args.out_dir, args.model or default_model_path(), scheduler=args.scheduler, n_workers=args.workers,
                              threshold=args.threshold, min_score=args.min_score, distance=args.distance, batch_size=args.batch_size,
-                             chunk_slices=args.chunk_slices, voxel_size=args.voxel_size, progress=bar,
+                             chunk_slices=args.chunk_slices, voxel_size=args.voxel_size, slab_slices=args.slab_slices, progress=bar,
                              on_dashboard=lambda link: print(f"dask dashboard: {link}", flush=True))
     finally:
         bar.close()

@@ -58,34 +58,81 @@ def _is_complete(tomogram: Path, out_dir: Path, key: dict) -> bool:
     return rec.get("key") == key
 
 
+def _write_outputs(res, model, tomogram: str, out_dir: str, voxel_size, shape, key: dict, row: dict, t0: float) -> None:
+    """The picks CSV, then its completion record (both atomic); fills ``row``."""
+    from ..io import write_coordinates
+
+    picks = res.picks.drop(columns=["pick_id", "source"], errors="ignore")
+    names = {c.class_id: c.name for c in model.config.classes}
+    picks["class_name"] = picks["class_id"].map(names)
+    out = outputs_for(tomogram, out_dir)
+    write_coordinates(picks, out["csv"], voxel_size, shape, overwrite=True)
+    row.update(status="done", picks=int(len(picks)), out=str(out["csv"]))
+    row["seconds"] = round(time.perf_counter() - t0, 2)
+    with atomic_write(out["record"], overwrite=True, backup=False) as tmp:
+        Path(tmp).write_text(json.dumps({"key": key, **row}, indent=1))
+
+
+def _open(tomogram: str, model_path: str, params: dict, threads: int):
+    import torch
+
+    from ..io import read_volume
+    from .config import load_picker
+
+    if threads:
+        torch.set_num_threads(max(1, int(threads)))
+    model = load_picker(model_path)
+    vol = read_volume(tomogram, target_voxel_size=model.config.voxel_size, check_finite=False)
+    return model, vol
+
+
+def tomogram_normalizer(tomogram: str, model_path: str, params: dict):
+    """Task: the whole tomogram's normalisation (:class:`.preprocess.Normalizer`), shared by its slab tasks."""
+    from ..io.volumes import _check_volume
+    from .preprocess import Normalizer
+
+    model, vol = _open(tomogram, model_path, params, 1)
+    _check_volume(vol.data, tomogram, True)
+    return Normalizer.fit(vol.data, model.config.normalization, model.config.lowpass_sigma)
+
+
+def slab_task(tomogram: str, model_path: str, params: dict, normalizer, z0: int, z1: int, threads: int = 1):
+    """Task: the NMS candidates of slices ``[z0, z1)`` of a tomogram (:func:`.picking.slab_candidates`)."""
+    from .picking import slab_candidates
+
+    model, vol = _open(tomogram, model_path, params, threads)
+    return slab_candidates(vol.data, model, z0, z1, normalizer, threshold=params["threshold"], batch_size=params["batch_size"])
+
+
+def merge_task(tomogram: str, out_dir: str, model_path: str, key: dict, params: dict, t0_wall: float, *tables) -> dict:
+    """Task: prune a tomogram's slab candidates once and write its outputs."""
+    from .picking import merge_candidates
+
+    row = {"tomogram": tomogram, "status": "failed", "picks": 0, "seconds": 0.0, "error": "", "out": ""}
+    model, vol = _open(tomogram, model_path, params, 1)
+    voxel_size = params.get("voxel_size") or vol.voxel_size
+    res = merge_candidates(tables, model, params["min_score"], params.get("distance"))
+    _write_outputs(res, model, tomogram, out_dir, voxel_size, vol.shape, key, row, time.perf_counter())
+    row["seconds"] = round(time.time() - t0_wall, 2)  # from submission to the written record
+    return row
+
+
 def pick_one(tomogram: str, out_dir: str, model_path: str, key: dict, params: dict, threads: int = 1) -> dict:
     """Pick one tomogram and write its outputs (the task each worker runs; never raises)."""
     t0 = time.perf_counter()
     row = {"tomogram": tomogram, "status": "failed", "picks": 0, "seconds": 0.0, "error": "", "out": ""}
     try:
-        import torch
-
-        from ..io import read_volume, write_coordinates
-        from .config import load_picker
+        from ..io.volumes import _check_volume
         from .picking import pick, pick_chunked
 
-        torch.set_num_threads(max(1, int(threads)))
-        model = load_picker(model_path)
-        vol = read_volume(tomogram, target_voxel_size=model.config.voxel_size)  # OME-Zarr: the level nearest the model's
+        model, vol = _open(tomogram, model_path, params, threads)  # OME-Zarr: the level nearest the model's
+        _check_volume(vol.data, tomogram, True)
         voxel_size = params.get("voxel_size") or vol.voxel_size
         model.check_voxel_size(voxel_size)
         kw = dict(threshold=params["threshold"], min_score=params["min_score"], distance=params.get("distance"), batch_size=params["batch_size"])
         chunk = params.get("chunk_slices")
         res = pick_chunked(vol.data, model, chunk_slices=chunk, **kw) if chunk else pick(vol.data, model, **kw)
-        picks = res.picks.drop(columns=["pick_id", "source"], errors="ignore")
-        names = {c.class_id: c.name for c in model.config.classes}
-        picks["class_name"] = picks["class_id"].map(names)
-        out = outputs_for(tomogram, out_dir)
-        write_coordinates(picks, out["csv"], voxel_size, vol.shape, overwrite=True)
-        row.update(status="done", picks=int(len(picks)), out=str(out["csv"]))
-        row["seconds"] = round(time.perf_counter() - t0, 2)
-        with atomic_write(out["record"], overwrite=True, backup=False) as tmp:
-            Path(tmp).write_text(json.dumps({"key": key, **row}, indent=1))
+        _write_outputs(res, model, tomogram, out_dir, voxel_size, vol.shape, key, row, t0)
     except BaseException as exc:  # noqa: BLE001 - a task reports its failure instead of killing the batch
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -94,9 +141,28 @@ def pick_one(tomogram: str, out_dir: str, model_path: str, key: dict, params: di
     return row
 
 
+def _submit_slabs(client, tomogram: str, out_dir: str, model_path: str, key: dict, params: dict, slab_slices: int, threads: int):
+    """Submit the normalisation, slab and merge tasks of one tomogram; returns the merge task's future.
+
+    The slabs come from the tomogram's header, read here; a tomogram whose
+    header cannot be read goes as one :func:`pick_one` task, which reports why.
+    """
+    from .picking import slab_bounds
+
+    try:
+        model, vol = _open(tomogram, model_path, params, 0)
+        slabs = slab_bounds(vol.shape[0], model.config.block_size, model.config.pad_size, slab_slices)
+    except Exception:  # noqa: BLE001 - reported by the task
+        return client.submit(pick_one, tomogram, out_dir, model_path, key, params, threads, pure=False)
+    t0 = time.time()
+    norm = client.submit(tomogram_normalizer, tomogram, model_path, params, pure=False)
+    parts = [client.submit(slab_task, tomogram, model_path, params, norm, z0, z1, threads, pure=False) for z0, z1 in slabs]
+    return client.submit(merge_task, tomogram, out_dir, model_path, key, params, t0, *parts, pure=False)
+
+
 def pick_batch(tomograms: Sequence[PathLike], out_dir: PathLike, model_path: PathLike, scheduler: Optional[str] = None,
                n_workers: Optional[int] = None, threshold: float = 0.5, min_score: float = 0.2, distance: Optional[float] = None,
-               batch_size: int = 4, chunk_slices: Optional[int] = None, voxel_size: Optional[float] = None,
+               batch_size: int = 4, chunk_slices: Optional[int] = None, voxel_size: Optional[float] = None, slab_slices: Optional[int] = None,
                progress: Optional[ProgressCallback] = None, cancel: Any = None, on_dashboard=None) -> pd.DataFrame:
     """Pick every tomogram on a dask cluster (see the module docstring).
 
@@ -114,6 +180,13 @@ def pick_batch(tomograms: Sequence[PathLike], out_dir: PathLike, model_path: Pat
     n_workers : int, optional
         Local cluster worker processes (default: the cores); each runs torch
         with cores // workers threads.
+    slab_slices : int, optional
+        Split every tomogram into tasks of about this many z slices (rounded
+        to the sliding-window grid), spread over the workers: one very large
+        tomogram then uses the whole cluster. A first task measures the
+        tomogram's normalisation, one task per slab segments the slab and its
+        NMS halo (:func:`.picking.slab_candidates`), a last one prunes and
+        writes; the picks equal the whole-tomogram ones.
     on_dashboard : callable(str), optional
         Called with the dask dashboard address.
     Other parameters
@@ -143,6 +216,8 @@ def pick_batch(tomograms: Sequence[PathLike], out_dir: PathLike, model_path: Pat
         raise BioidInputError(f"{model_path}: no such model file")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if slab_slices is not None and slab_slices < 1:
+        raise BioidInputError(f"slab_slices must be ≥ 1, got {slab_slices}")
     params = {"threshold": threshold, "min_score": min_score, "distance": distance, "batch_size": batch_size, "chunk_slices": chunk_slices,
               "voxel_size": voxel_size}
     key = {"model": _model_digest(model_path), **params}
@@ -170,7 +245,10 @@ def pick_batch(tomograms: Sequence[PathLike], out_dir: PathLike, model_path: Pat
         try:
             if on_dashboard is not None:
                 on_dashboard(client.dashboard_link)
-            futures = {client.submit(pick_one, p, str(out_dir), str(model_path), key, params, threads, pure=False, retries=0): p for p in todo}
+            if slab_slices:
+                futures = {_submit_slabs(client, p, str(out_dir), str(model_path), key, params, slab_slices, threads): p for p in todo}
+            else:
+                futures = {client.submit(pick_one, p, str(out_dir), str(model_path), key, params, threads, pure=False, retries=0): p for p in todo}
             for fut in as_completed(futures):
                 check_cancel(cancel)
                 p = futures[fut]

@@ -275,7 +275,7 @@ def pick_chunked(
         raise ValueError(f"probability_out has shape {tuple(probability_out.shape)}, the tomogram {tuple(volume.shape)}")
     cfg = model.config
     pools = n_pools or cfg.n_pools
-    halo = pools * 2 + 2 + 1  # the reach of k average pools and the max pool (kernels 5): see nms.avgpool_peaks
+    halo = nms_halo(pools)
     norm = normalizer or Normalizer.fit(volume, cfg.normalization, cfg.lowpass_sigma)
     pad = cfg.pad_size if pad_size is None else int(pad_size)
     slabs = slab_bounds(volume.shape[0], cfg.block_size, pad, max(chunk_slices, halo))
@@ -312,9 +312,49 @@ def pick_chunked(
         tables.append(cand[(cand["z"] >= c0) & (cand["z"] < c1)])
     if progress is not None:
         progress(len(slabs) * 100, len(slabs) * 100, "pruning")
+    return merge_candidates(tables, model, min_score, distance)
+
+
+def nms_halo(n_pools: int) -> int:
+    """Slices beyond a slab that its NMS needs: the reach of k average pools and the max pool (kernels 5), see nms.avgpool_peaks."""
+    return n_pools * 2 + 2 + 1
+
+
+def slab_candidates(volume: np.ndarray, model: PickerModel, z0: int, z1: int, normalizer: Normalizer, threshold: float = DEFAULT_THRESHOLD,
+                    n_pools: Optional[int] = None, batch_size: int = 4, pad_size: Optional[int] = None, device: Optional[str] = None,
+                    max_candidates: Optional[int] = MAX_CANDIDATES) -> pd.DataFrame:
+    """The NMS candidates whose centre lies in slices ``[z0, z1)``, computed independently of the other slabs.
+
+    One task of a tomogram split over many workers (:mod:`.batch`): the slab
+    and its NMS halo are segmented from the whole tomogram's window grid (the
+    halo's windows are computed again by the neighbouring task), so the union
+    over a tiling of ``[0, Z)``, merged by :func:`merge_candidates`, equals
+    :func:`pick`'s candidates. ``normalizer`` must be the whole tomogram's
+    (:meth:`.preprocess.Normalizer.fit`), not the slab's.
+
+    Returns
+    -------
+    DataFrame
+        ``x, y, z`` (voxels of the whole tomogram), ``class_id``, ``score``.
+    """
+    cfg = model.config
+    pools = n_pools or cfg.n_pools
+    halo = nms_halo(pools)
+    Z = volume.shape[0]
+    s0, s1 = max(0, int(z0) - halo), min(Z, int(z1) + halo)
+    seg = segment(volume, model, batch_size=batch_size, pad_size=pad_size, device=device, normalizer=normalizer, z_range=(s0, s1))
+    cand = find_candidates(seg, cfg.n_classes, threshold, pools, max_candidates=max_candidates)
+    cand = cand.assign(z=cand["z"] + s0)
+    return cand[(cand["z"] >= z0) & (cand["z"] < z1)]
+
+
+def merge_candidates(tables, model: PickerModel, min_score: float = DEFAULT_MIN_SCORE,
+                     distance: Union[float, Dict[int, float], None] = None) -> PickResult:
+    """Join the candidates of the slabs of one tomogram and prune them once (as :func:`pick` does)."""
     # the whole-tomogram order: by score, ties by class then z, y, x (the order find_candidates meets them in)
-    candidates = pd.concat(tables, ignore_index=True).sort_values(["score", "class_id", "z", "y", "x"], ascending=[False, True, True, True, True],
-                                                                  kind="stable").reset_index(drop=True)
+    candidates = pd.concat(list(tables), ignore_index=True).sort_values(["score", "class_id", "z", "y", "x"],
+                                                                       ascending=[False, True, True, True, True],
+                                                                       kind="stable").reset_index(drop=True)
     result = PickResult(candidates.iloc[:0], candidates, None, model)
     result.refilter(min_score, distance)
     return result
