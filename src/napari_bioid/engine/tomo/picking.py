@@ -242,9 +242,10 @@ def pick_chunked(
     neighbouring slabs, and those whose centre lies in the slab are kept;
     pruning then runs once over all candidates. The picks equal :func:`pick`'s
     (tested), except that a saturated plateau crossing a slab border may give
-    one candidate per side. Peak memory: three slabs' probability and class
-    maps (3 · slab · Y · X · 5 bytes) plus the NMS pools' float32 copies of one
-    class mask of a slab and its halos, and one batch of windows.
+    one candidate per side. NMS itself runs on pieces of 16 slices with their
+    halos. Peak memory: two slabs' probability and class maps
+    (2 · slab · Y · X · 5 bytes), the previous slab's tail, the NMS's ~20
+    bytes per voxel of one piece with its halos, and one batch of windows.
 
     Parameters
     ----------
@@ -278,7 +279,8 @@ def pick_chunked(
     halo = nms_halo(pools)
     norm = normalizer or Normalizer.fit(volume, cfg.normalization, cfg.lowpass_sigma)
     pad = cfg.pad_size if pad_size is None else int(pad_size)
-    slabs = slab_bounds(volume.shape[0], cfg.block_size, pad, max(chunk_slices, halo))
+    Z = volume.shape[0]
+    slabs = slab_bounds(Z, cfg.block_size, pad, max(chunk_slices, halo))
     tables = []
     segs: Dict[int, Segmentation] = {}
 
@@ -295,24 +297,46 @@ def pick_chunked(
             probability_out[c0:c1] = seg.probability
         return seg
 
+    # NMS runs on pieces of a slab, each with its halo, so that its float32 pools stay small
+    piece = max(NMS_PIECE_SLICES, 1)
+    held: Dict[int, tuple] = {}  # slab index → (first slice, Segmentation): the current and next slabs, the previous one's tail
     for i, (c0, c1) in enumerate(slabs):
         check_cancel(cancel)
-        # each slab is segmented once; NMS of slab i needs the halo from slabs i - 1 and i + 1 (slabs are ≥ halo thick)
+        # each slab is segmented once; NMS near its borders borrows halo slices from slabs i - 1 and i + 1 (slabs are ≥ halo thick)
         for j in (i, i + 1):
-            if j < len(slabs) and j not in segs:
-                segs[j] = segment_slab(j)
-        parts = ([(segs[i - 1], slice(-halo, None))] if i > 0 else []) + [(segs[i], slice(None))] + \
-                ([(segs[i + 1], slice(0, halo))] if i + 1 < len(slabs) else [])
-        s0 = c0 - (halo if i > 0 else 0)
-        window = Segmentation(np.concatenate([s.probability[sl] for s, sl in parts]), np.concatenate([s.class_map[sl] for s, sl in parts]))
-        cand = find_candidates(window, cfg.n_classes, threshold, pools, max_candidates=max_candidates)
-        del window
-        segs.pop(i - 1, None)
-        cand = cand.assign(z=cand["z"] + s0)
-        tables.append(cand[(cand["z"] >= c0) & (cand["z"] < c1)])
+            if j < len(slabs) and j not in held:
+                held[j] = (slabs[j][0], segment_slab(j))
+        sources = [held[j] for j in (i - 1, i, i + 1) if j in held]
+        for p0 in range(c0, c1, piece):
+            p1 = min(p0 + piece, c1)
+            w0, w1 = max(0, p0 - halo), min(Z, p1 + halo)
+            window = _gather(sources, w0, w1)
+            cand = find_candidates(window, cfg.n_classes, threshold, pools, max_candidates=max_candidates)
+            cand = cand.assign(z=cand["z"] + w0)
+            tables.append(cand[(cand["z"] >= p0) & (cand["z"] < p1)])
+        held.pop(i - 1, None)
+        first, seg = held[i]
+        t0 = max(first, c1 - halo)  # keep only the tail the next slab's NMS needs
+        held[i] = (t0, Segmentation(seg.probability[t0 - first :].copy(), seg.class_map[t0 - first :].copy()))
+        del seg
     if progress is not None:
         progress(len(slabs) * 100, len(slabs) * 100, "pruning")
     return merge_candidates(tables, model, min_score, distance)
+
+
+#: slices per NMS piece of :func:`pick_chunked` (each with its halo): bounds the NMS's float32 copies
+NMS_PIECE_SLICES = 16
+
+
+def _gather(sources, z0: int, z1: int) -> Segmentation:
+    """Slices ``[z0, z1)`` from consecutive (first slice, Segmentation) pieces."""
+    prob, cls = [], []
+    for first, seg in sources:
+        a, b = max(z0, first), min(z1, first + seg.probability.shape[0])
+        if b > a:
+            prob.append(seg.probability[a - first : b - first])
+            cls.append(seg.class_map[a - first : b - first])
+    return Segmentation(np.concatenate(prob), np.concatenate(cls))
 
 
 def nms_halo(n_pools: int) -> int:
