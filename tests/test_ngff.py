@@ -60,6 +60,11 @@ def test_bad_zarr_stores_are_refused_with_the_reason(tmp_path, sample_volume):
     with pytest.raises(BioidInputError, match="without OME-NGFF 'multiscales'.*tomo"):
         read_volume(tmp_path / "plain.zarr")
     assert read_volume(tmp_path / "plain.zarr" / "tomo").shape == (4, 128, 128)  # a plain array opens as it is
+    tczyx = zarr.open_array(str(tmp_path / "tczyx.zarr"), mode="w", shape=(1, 1) + sample_volume[:4].shape, dtype="f4")
+    tczyx[0, 0] = sample_volume[:4]
+    lead = read_volume(tmp_path / "tczyx.zarr")  # singleton t, c axes are dropped, lazily
+    assert lead.shape == (4, 128, 128)
+    np.testing.assert_array_equal(lead.data[1:3, 5, 6:9], sample_volume[1:3, 5, 6:9])
     flat = zarr.open_array(str(tmp_path / "flat.zarr"), mode="w", shape=(128, 128), dtype="f4")
     flat[:] = 1
     with pytest.raises(BioidInputError, match="expected a 3D volume"):
