@@ -77,17 +77,25 @@ def chain_example(image: np.ndarray, theta: float, size: int):
 
 
 def _chunk(args):
-    paths, thetas, size = args
+    paths, thetas, size, shift, seed = args
     out = []
+    rng = np.random.default_rng(seed)
     for path, th in zip(paths, thetas):
         img = read_crop(path)
+        if shift is not None:
+            from .shift import shift_crop
+
+            img = shift_crop(img, shift[0], shift[1], rng)
         out.extend(chain_example(img, t, size)[:2] for t in th)
     return out
 
 
 def build_chain_set(crops: Sequence[Crop], size: int = 224, variants: int = 1, seed: int = 0, workers: int = 1,
-                    progress: Optional[ProgressCallback] = None, cancel: Any = None) -> ChainSet:
+                    progress: Optional[ProgressCallback] = None, cancel: Any = None, shift: Optional[tuple] = None) -> ChainSet:
     """Read every crop and run it through the chain at ``variants`` random angles in [0°, 360°).
+
+    ``shift``: ``(kind, level)`` of :func:`.shift.shift_crop`, applied to each
+    crop (standing p-arm up) before the chain: the domain-shift test sets.
 
     Memory: N · variants · size² bytes (22,500 crops at 224² ≈ 1.1 GB per variant).
     ``workers`` > 1 uses that many processes.
@@ -105,7 +113,7 @@ def build_chain_set(crops: Sequence[Crop], size: int = 224, variants: int = 1, s
     squares = np.empty((len(crops) * variants, size, size), np.uint8)
     up = np.empty(len(crops) * variants, bool)
     step = 256
-    jobs = [([c.path for c in crops[i : i + step]], thetas[i : i + step], size) for i in range(0, len(crops), step)]
+    jobs = [([c.path for c in crops[i : i + step]], thetas[i : i + step], size, shift, seed * 100_003 + i) for i in range(0, len(crops), step)]
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
         results = pool.map(_chunk, jobs) if pool else map(_chunk, jobs)
@@ -122,8 +130,23 @@ def build_chain_set(crops: Sequence[Crop], size: int = 224, variants: int = 1, s
     return ChainSet(squares, up, np.repeat(np.arange(len(crops)), variants), crops, variants)
 
 
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
+    """ECE: Σ_b (n_b / n) · |accuracy_b − mean confidence_b| over equal-width confidence bins (Guo et al., ICML 2017)."""
+    confidence, correct = np.asarray(confidence, float), np.asarray(correct, bool)
+    if not len(confidence):
+        return float("nan")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            ece += m.mean() * abs(correct[m].mean() - confidence[m].mean())
+    return float(ece)
+
+
 def evaluate_polarity(model: PolarityModel, data: ChainSet, batch_size: int = 128, device: Optional[str] = None,
-                      progress: Optional[ProgressCallback] = None, cancel: Any = None) -> Dict[str, Any]:
+                      progress: Optional[ProgressCallback] = None, cancel: Any = None, review_threshold: float = 0.9) -> Dict[str, Any]:
     """Polarity accuracy of ``model`` on chain outputs, overall and per chromosome class.
 
     Each row is fed as the chain left it (p-arm up if ``data.up`` else turned
@@ -144,8 +167,13 @@ def evaluate_polarity(model: PolarityModel, data: ChainSet, batch_size: int = 12
         m = chrom == name
         per[str(name)] = {"n": int(m.sum()), "accuracy": float(np.mean(pred[m] == truth[m]))}
     weakest = sorted(per, key=lambda c: per[c]["accuracy"])[:3]
-    return {"accuracy": float(np.mean(pred == truth)), "n": int(len(pred)), "tp": tp, "fp": fp, "tn": tn, "fn": fn,
-            "per_chromosome": per, "weakest": weakest}
+    conf = np.maximum(p, 1.0 - p)
+    correct = pred == truth
+    low = conf < review_threshold
+    return {"accuracy": float(np.mean(correct)), "n": int(len(pred)), "tp": tp, "fp": fp, "tn": tn, "fn": fn,
+            "per_chromosome": per, "weakest": weakest, "ece": expected_calibration_error(conf, correct),
+            "errors_below_review": float(np.mean(low[~correct])) if (~correct).any() else float("nan"), "flagged": float(np.mean(low)),
+            "review_threshold": review_threshold}
 
 
 def train_polarity(train: ChainSet, val: Optional[ChainSet] = None, depth: int = 18, width: int = 16, epochs: int = 30,
