@@ -54,3 +54,51 @@ def test_expected_calibration_error():
     assert expected_calibration_error(conf, calibrated) < 0.005
     overconfident = rng.uniform(size=conf.size) < conf - 0.2
     assert expected_calibration_error(conf, overconfident) == pytest.approx(0.2, abs=0.01)
+
+
+def test_upright_search_holds_on_small_low_contrast_grey_background_crops():
+    """Known rotations of crops shrunk to 30 %, blurred, at 35 % contrast on a grey background with noise: the upright
+    angle found matches the one found on the original crop at the same rotation."""
+    from napari_bioid.engine.karyo.data import list_crops, read_crop
+    from napari_bioid.engine.karyo.rotate import background_level, normalise_crop, rotate_image, upright_angle
+
+    if not CROPS.is_dir():
+        pytest.skip(f"chromosome crops not found at {CROPS}")
+    crops = list_crops(CROPS)
+    rng = np.random.default_rng(3)
+    picks = rng.choice(len(crops), 60, replace=False)
+    errors = []
+    for i in picks:
+        crop = read_crop(crops[i].path)
+        if max(crop.shape) < 60:
+            continue
+        small = shift_crop(crop, "scale", 0.3)
+        for kind, level in (("blur", 1.0), ("contrast", 0.35), ("background", 170), ("noise", 10)):
+            small = shift_crop(small, kind, level, rng)
+        theta = float(rng.uniform(0, 360))
+        reference = upright_angle(rotate_image(crop, theta))
+        turned = rotate_image(small, theta, fill=background_level(small))  # cut at θ from a grey-background image
+        found = upright_angle(normalise_crop(turned))
+        errors.append(abs(((found - reference) + 90) % 180 - 90))
+    errors = np.array(errors)
+    assert len(errors) >= 40
+    assert np.mean(errors <= 8) >= 0.9 and np.median(errors) <= 3, np.sort(errors)
+
+
+def test_normalise_crop_restores_faint_grey_crops_and_leaves_ours_alone():
+    from napari_bioid.engine.karyo.data import list_crops, read_crop
+    from napari_bioid.engine.karyo.rotate import normalise_crop
+
+    if not CROPS.is_dir():
+        pytest.skip(f"chromosome crops not found at {CROPS}")
+    crops = list_crops(CROPS)
+    rng = np.random.default_rng(5)
+    unchanged, restored = 0, []
+    for i in rng.choice(len(crops), 200, replace=False):
+        crop = read_crop(crops[i].path)
+        unchanged += np.array_equal(normalise_crop(crop), crop)
+        faint = shift_crop(shift_crop(crop, "contrast", 0.35), "background", 170)
+        before = np.abs(faint.astype(float) - crop).mean()
+        restored.append(np.abs(normalise_crop(faint).astype(float) - crop).mean() / before)
+    assert unchanged >= 0.95 * 200  # the training crops' own range: left as they are
+    assert np.median(restored) < 0.25  # the faint grey crop comes back close to the original

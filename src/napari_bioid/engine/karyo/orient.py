@@ -31,7 +31,7 @@ from ..errors import BioidInputError
 from ..io.atomic import PathLike, atomic_write
 from ..progress import ProgressCallback, check_cancel, report
 from .data import read_crop
-from .rotate import rotate_image, to_grey, upright_angle
+from .rotate import normalise_crop, rotate_image, to_grey, upright_angle
 
 if TYPE_CHECKING:  # pragma: no cover
     from .polarity import PolarityModel
@@ -97,6 +97,7 @@ def orient_images(images: Sequence[np.ndarray], names: Optional[Sequence[str]] =
     for i, (img, name) in enumerate(zip(images, names)):
         check_cancel(cancel)
         try:
+            img = normalise_crop(img)  # another lab's grey background and contrast → ours, as in training
             a = upright_angle(img)
         except BioidInputError as exc:
             raise BioidInputError(f"{name}: {exc}") from exc

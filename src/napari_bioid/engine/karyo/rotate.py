@@ -32,6 +32,52 @@ def to_grey(image: np.ndarray) -> np.ndarray:
     return a
 
 
+def background_level(image: np.ndarray) -> float:
+    """Grey level of a crop's background: the most frequent grey level (histogram smoothed over 9 levels).
+
+    The background is the crop's one large flat region, so its level is the
+    histogram's peak whatever the lab's white level, the noise, or how
+    tightly the crop was cut; a white-background crop gives 250–255.
+    """
+    grey = to_grey(image)
+    hist = np.convolve(np.bincount(grey.ravel(), minlength=256).astype(float), np.ones(9), mode="same")
+    return float(np.argmax(hist))
+
+
+#: backgrounds darker than this are brought to white (the training crops' are ≥ 250 for 99 % of them)
+GREY_BACKGROUND = 245.0
+#: 1st-percentile darkness (255 − grey) of the training crops: 218–250 for 98 % of them, median 238
+TRAINING_DARKNESS = 238.0
+#: crops fainter than this (1st-percentile darkness) get their darkness stretched to TRAINING_DARKNESS
+FAINT_DARKNESS = 200.0
+
+
+def normalise_crop(image: np.ndarray) -> np.ndarray:
+    """The crop brought into the training crops' intensity range (uint8), for the upright search and the classifier.
+
+    1. Background to white: v · 255 / background (:func:`background_level`),
+       so another lab's grey background or exposure looks like ours.
+    2. A faint crop (darkest 1 % of pixels less than :data:`FAINT_DARKNESS`
+       below white; the training crops reach 218–250) has its darkness
+       255 − v stretched so that this percentile reaches the training median
+       :data:`TRAINING_DARKNESS`: low-contrast or strongly gamma-changed
+       images. Crops within the training range are left as they are, so the
+       shipped model's in-domain inputs do not change.
+    """
+    grey = to_grey(image)
+    bg = background_level(grey)
+    v = grey.astype(np.float32)
+    changed = False
+    if 0 < bg < GREY_BACKGROUND:
+        v = np.minimum(v * (255.0 / bg), 255.0)
+        changed = True
+    dark = 255.0 - float(np.percentile(v, 1))
+    if 0 < dark < FAINT_DARKNESS:
+        v = 255.0 - (255.0 - v) * (TRAINING_DARKNESS / dark)
+        changed = True
+    return np.clip(np.rint(v), 0, 255).astype(np.uint8) if changed else grey
+
+
 def foreground_mask(image: np.ndarray, threshold: Optional[float] = None) -> np.ndarray:
     """Chromosome pixels of a crop on a white background: darker than ``threshold``.
 
@@ -73,8 +119,8 @@ def upright_angle(image: np.ndarray, step_deg: float = 1.0, threshold: Optional[
     return float(angles[best[np.argmin(dist)]])
 
 
-def rotate_image(image: np.ndarray, angle_deg: float) -> np.ndarray:
-    """Rotate a grey uint8 crop counter-clockwise by ``angle_deg``, canvas expanded, white fill."""
+def rotate_image(image: np.ndarray, angle_deg: float, fill: float = 255.0) -> np.ndarray:
+    """Rotate a grey uint8 crop counter-clockwise by ``angle_deg``, canvas expanded and filled with ``fill`` (white)."""
     from skimage.transform import rotate
 
     grey = to_grey(image)
@@ -82,7 +128,7 @@ def rotate_image(image: np.ndarray, angle_deg: float) -> np.ndarray:
         return grey.copy()
     if angle_deg % 360 == 180:
         return grey[::-1, ::-1].copy()
-    out = rotate(grey.astype(np.float32) / 255.0, angle_deg, resize=True, order=1, mode="constant", cval=1.0, preserve_range=True)
+    out = rotate(grey.astype(np.float32) / 255.0, angle_deg, resize=True, order=1, mode="constant", cval=float(fill) / 255.0, preserve_range=True)
     return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
 
 

@@ -35,7 +35,7 @@ from ..train.optim import pick_device, seed_everything
 from .data import Crop, read_crop, to_square
 from .karyogram import ORDER
 from .polarity import DOWN, UP, PolarityModel
-from .rotate import rotate_image, upright_angle
+from .rotate import background_level, normalise_crop, rotate_image, upright_angle
 
 
 @dataclass
@@ -64,11 +64,14 @@ class ChainSet:
 def chain_example(image: np.ndarray, theta: float, size: int):
     """One crop through the chain at input angle ``theta`` (degrees, counter-clockwise).
 
+    The chain brings the crop's background to white first
+    (:func:`.rotate.normalise_crop`), as :func:`.orient.orient_images` does.
     Returns ``(square, up, upright_angle)``: the chain's upright output turned
     p-arm up and resized to a uint8 ``size``² square, whether the chain left
     it up, and the upright angle it found.
     """
-    rotated = rotate_image(image, theta)
+    # the crop as a lab would cut it at angle θ: its own background all round (white for ours)
+    rotated = normalise_crop(rotate_image(image, theta, fill=background_level(image)))
     a = upright_angle(rotated)
     up = bool(np.cos(np.deg2rad(theta + a)) > 0)
     upright = rotate_image(rotated, a)
