@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from napari_bioid.cli import default_structures_dir
+from napari_bioid.cli.tomo import default_structures_dir
 from napari_bioid.engine.io import read_volume, write_mrc
 from napari_bioid.engine.tomo import load_picker, pick
 from napari_bioid.engine.tomo.batch import pick_batch

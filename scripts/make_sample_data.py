@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from napari_bioid.cli import default_structures_dir
+from napari_bioid.cli.tomo import default_structures_dir
 from napari_bioid.engine.io import write_coordinates, write_mrc
 from napari_bioid.engine.tomo.simulate import SimulationParams, load_structures, params_dict, simulate_tomogram
 

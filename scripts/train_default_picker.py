@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_bioid.cli import default_structures_dir
+from napari_bioid.cli.tomo import default_structures_dir
 from napari_bioid.engine.io import read_coordinates, read_volume
 from napari_bioid.engine.progress import TqdmProgress
 from napari_bioid.engine.tomo import ParticleClass, PickerConfig, evaluate_picks, pick, train_picker

@@ -345,7 +345,7 @@ def default_structures_dir() -> Path:
     """``../shared/data/cryoet/structures`` beside the checkout (or under $BIOID_SHARED)."""
     import os
 
-    shared = Path(os.environ.get("BIOID_SHARED", Path(__file__).resolve().parents[3] / "shared"))
+    shared = Path(os.environ.get("BIOID_SHARED", Path(__file__).resolve().parents[4] / "shared"))
     return shared / "data" / "cryoet" / "structures"
 
 

@@ -35,7 +35,7 @@ from ..train.optim import pick_device, seed_everything
 from .data import Crop, read_crop, to_square
 from .karyogram import ORDER
 from .polarity import DOWN, UP, PolarityModel
-from .rotate import background_level, normalise_crop, rotate_image, upright_angle
+from .rotate import background_fill, normalise_crop, rotate_image, upright_angle
 
 
 @dataclass
@@ -71,7 +71,7 @@ def chain_example(image: np.ndarray, theta: float, size: int):
     it up, and the upright angle it found.
     """
     # the crop as a lab would cut it at angle θ: its own background all round (white for ours)
-    rotated = normalise_crop(rotate_image(image, theta, fill=background_level(image)))
+    rotated = normalise_crop(rotate_image(image, theta, fill=background_fill(image)))
     a = upright_angle(rotated)
     up = bool(np.cos(np.deg2rad(theta + a)) > 0)
     upright = rotate_image(rotated, a)
