@@ -57,10 +57,10 @@ def normalise_crop(image: np.ndarray) -> np.ndarray:
     Another lab's grey background or lower exposure (background darker than
     :data:`GREY_BACKGROUND`, :func:`background_level`) then looks like ours to
     the upright search and the classifier. White-background crops (all of the
-    training crops but 1 %) are returned unchanged. A contrast stretch of faint
-    crops was tried and dropped: it restored low-contrast crops (98.7 % instead
-    of 96.1 % at contrast 0.5) but cost blurred and small ones more (blur σ 1.5:
-    93.0 % instead of 98.2 %), see the README.
+    training crops but 1 %) are returned unchanged, and so is a crop whose
+    outer frame does not agree with that level (within 15 grey levels).
+    Low contrast is not corrected here (left to training with contrast
+    augmentation; issue 15).
     """
     grey = to_grey(image)
     bg = background_level(grey)
