@@ -282,9 +282,10 @@ def _tomo_pick(args) -> int:
             res = pick(vol.data, model, **kwargs)
     finally:
         bar.close()
-    picks = res.picks.drop(columns=["pick_id", "source"], errors="ignore")
+    from ..engine.tomo.picking import export_table
+
+    picks = export_table(res)
     names = {c.class_id: c.name for c in model.config.classes}
-    picks["class_name"] = picks["class_id"].map(names)
     if args.out is not None:
         write_coordinates(picks, args.out, voxel_size, vol.shape, overwrite=args.overwrite)
     if project is not None:

@@ -62,9 +62,9 @@ def _write_outputs(res, model, tomogram: str, out_dir: str, voxel_size, shape, k
     """The picks CSV, then its completion record (both atomic); fills ``row``."""
     from ..io import write_coordinates
 
-    picks = res.picks.drop(columns=["pick_id", "source"], errors="ignore")
-    names = {c.class_id: c.name for c in model.config.classes}
-    picks["class_name"] = picks["class_id"].map(names)
+    from .picking import export_table
+
+    picks = export_table(res)
     out = outputs_for(tomogram, out_dir)
     write_coordinates(picks, out["csv"], voxel_size, shape, overwrite=True)
     row.update(status="done", picks=int(len(picks)), out=str(out["csv"]))

@@ -106,6 +106,14 @@ class PickResult:
                                 self.manual], ignore_index=True)
 
 
+def export_table(result: PickResult) -> pd.DataFrame:
+    """The picks as written to files: ``x, y, z, class_id, score`` plus ``class_name`` (no ``pick_id``/``source``)."""
+    picks = result.picks.drop(columns=["pick_id", "source"], errors="ignore")
+    names = {c.class_id: c.name for c in result.model.config.classes}
+    picks["class_name"] = picks["class_id"].map(names)
+    return picks
+
+
 def _with_source(table: pd.DataFrame, source: str) -> pd.DataFrame:
     table = table.copy()
     table["source"] = source
