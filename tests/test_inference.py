@@ -73,3 +73,41 @@ def test_segment_memmap_progress_and_cancel(tmp_path):
     flag.set()
     with pytest.raises(Cancelled):
         segment(vol, _model(Position()), cancel=flag)
+
+
+@pytest.mark.parametrize("channels,n,crop", [((4, 8, 12, 16), 40, 8), ((4, 8, 12), 48, 12), ((4, 8), 24, 5), ((4, 8, 12, 16), 72, 18)])
+def test_cropped_forward_equals_the_centre_of_the_full_forward(channels, n, crop):
+    """Sliding windows keep only each block's centre; computing only the decoder part it depends on changes nothing."""
+    from napari_bioid.engine.nn import ResUNet3d
+
+    torch.manual_seed(0)
+    net = ResUNet3d(1, 3, channels).eval()
+    x = torch.randn(2, 1, n, n, n)
+    with torch.inference_mode():
+        full = net(x)[..., crop : n - crop, crop : n - crop, crop : n - crop]
+        centre = net(x, crop=crop)
+    assert centre.shape == full.shape
+    torch.testing.assert_close(centre, full, atol=1e-5, rtol=1e-5)
+    # the decoder regions are tight: one voxel less margin at full resolution changes the centre
+    regions = net.decoder_regions([n] * 3, crop)
+    regions[0] = [(a + 2, b - 2) for a, b in regions[0]]
+    net.decoder_regions = lambda size, c: regions
+    with torch.inference_mode():
+        assert (net(x, crop=crop) - full).abs().max() > 1e-3
+
+
+def test_segment_of_a_unet_equals_uncropped_windows():
+    from napari_bioid.engine.nn import ResUNet3d
+
+    torch.manual_seed(1)
+    net = ResUNet3d(1, 2, (4, 8, 12)).eval()
+    vol = np.random.default_rng(2).normal(size=(30, 50, 41)).astype(np.float32)
+    fast = segment(vol, _model(net, block=32, pad=6))
+
+    class Full(torch.nn.Module):  # the same network, whole block computed, centre kept by segment
+        def forward(self, x):
+            return net(x)
+
+    ref = segment(vol, _model(Full(), block=32, pad=6))
+    np.testing.assert_allclose(fast.probability, ref.probability, atol=1e-5)
+    assert (fast.class_map == ref.class_map).mean() > 0.999

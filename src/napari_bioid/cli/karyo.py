@@ -23,6 +23,9 @@ def _add_karyo(sub) -> None:
     tr.add_argument("--batch-size", type=int, default=32)
     tr.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (× 0.1 at 60 %% and 90 %% of the epochs)")
     tr.add_argument("--variants", type=int, default=2, help="random input angles per training crop")
+    tr.add_argument("--augment-shift", action="store_true",
+                    help="every second training angle also gets another lab's imaging (random scale, blur, contrast, "
+                         "gamma, background, noise, JPEG)")
     tr.add_argument("--test-fraction", type=float, default=0.3, help="fraction of the cases held out for the test")
     tr.add_argument("--max-cases", type=int, default=None, help="use at most this many training cases")
     tr.add_argument("--workers", type=int, default=1, help="processes that prepare the crops")
@@ -63,7 +66,8 @@ def _karyo_train(args) -> int:
         model = train_from_folder(args.data, depth=args.depth, width=args.width, size=args.size, epochs=args.epochs,
                                   batch_size=args.batch_size, lr=args.lr, variants=args.variants,
                                   test_fraction=args.test_fraction, max_cases=args.max_cases, workers=args.workers,
-                                  cache_dir=args.cache, seed=args.seed, device=args.device, progress=bar,
+                                  cache_dir=args.cache, seed=args.seed, augment=args.augment_shift,
+                                  device=args.device, progress=bar,
                                   on_epoch=on_epoch, log=lambda m: print(m, file=sys.stderr))
     finally:
         bar.close()

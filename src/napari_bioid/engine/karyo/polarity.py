@@ -53,8 +53,11 @@ class PolarityModel:
 
     ``depth`` ∈ {18, 34, 50, 101}; ``width`` = channels of the first stage (64
     in the paper); ``size`` = square input side in pixels; ``mirror``: average
-    the probabilities of the crop and its left-right mirror image (the
-    training's flip augmentation makes both valid inputs).
+    the log-odds of the crop and its left-right mirror image (the training's
+    flip augmentation makes both valid inputs); ``temperature``: the log-odds
+    are divided by it before the sigmoid, so the confidence shown to the
+    reviewer is calibrated (temperature scaling, Guo et al., ICML 2017; fitted
+    on validation cases by :func:`~.training.fit_temperature`).
     """
 
     depth: int = 18
@@ -63,6 +66,7 @@ class PolarityModel:
     mean: float = MEAN
     std: float = STD
     mirror: bool = False  # also classify the left-right mirror image and average (polarity is mirror-invariant)
+    temperature: float = 1.0  # logits are divided by it (temperature scaling, fitted on validation cases)
     metrics: Dict[str, Any] = field(default_factory=dict)
     net: Optional[torch.nn.Module] = None
 
@@ -72,7 +76,7 @@ class PolarityModel:
 
     def config(self) -> dict:
         return {"depth": self.depth, "width": self.width, "size": self.size, "mean": self.mean, "std": self.std,
-                "mirror": self.mirror, "classes": {"0": "down", "1": "up"}}
+                "mirror": self.mirror, "temperature": self.temperature, "classes": {"0": "down", "1": "up"}}
 
     def normalise(self, squares: torch.Tensor) -> torch.Tensor:
         """(B, size, size) uint8 squares → (B, 3, size, size) float32 network input."""
@@ -80,11 +84,17 @@ class PolarityModel:
         return x[:, None].expand(-1, 3, -1, -1)
 
     @torch.no_grad()
-    def p_up_squares(self, squares: np.ndarray, batch_size: int = 64, progress: Optional[ProgressCallback] = None,
-                     cancel: Any = None, device: Optional[str] = None) -> np.ndarray:
-        """Like :meth:`p_up` for crops already padded and resized by :func:`~.data.to_square`.
+    def log_odds_squares(self, squares: np.ndarray, batch_size: int = 64, progress: Optional[ProgressCallback] = None,
+                         cancel: Any = None, device: Optional[str] = None) -> np.ndarray:
+        """Uncalibrated log-odds (logit up − logit down) of squares from :func:`~.data.to_square`.
 
-        ``squares``: uint8 (N, size, size). Returns float64 (N,).
+        ``squares``: uint8 (N, size, size). Returns float64 (N,); with
+        ``mirror`` the mean over the crop and its mirror image.
+
+        Raises
+        ------
+        BioidInputError
+            Squares of the wrong shape.
         """
         squares = np.asarray(squares)
         if squares.ndim != 3 or squares.shape[1:] != (self.size, self.size):
@@ -95,12 +105,24 @@ class PolarityModel:
         for i in range(0, len(squares), batch_size):
             check_cancel(cancel)
             x = self.normalise(torch.from_numpy(np.ascontiguousarray(squares[i : i + batch_size])).to(dev))
-            p = torch.softmax(net(x), dim=1)[:, UP]
+            logits = net(x)
+            d = logits[:, UP] - logits[:, DOWN]
             if self.mirror:
-                p = 0.5 * (p + torch.softmax(net(x.flip(-1)), dim=1)[:, UP])
-            out[i : i + len(x)] = p.double().cpu().numpy()
+                lm = net(x.flip(-1))
+                d = 0.5 * (d + lm[:, UP] - lm[:, DOWN])
+            out[i : i + len(x)] = d.double().cpu().numpy()
             report(progress, min(i + batch_size, len(squares)), len(squares), "classifying polarity")
         return out
+
+    def p_up_squares(self, squares: np.ndarray, batch_size: int = 64, progress: Optional[ProgressCallback] = None,
+                     cancel: Any = None, device: Optional[str] = None) -> np.ndarray:
+        """Like :meth:`p_up` for crops already padded and resized by :func:`~.data.to_square`.
+
+        ``squares``: uint8 (N, size, size). Returns float64 (N,), calibrated
+        by ``temperature``.
+        """
+        d = self.log_odds_squares(squares, batch_size, progress, cancel, device)
+        return 1.0 / (1.0 + np.exp(-d / self.temperature))
 
     @torch.no_grad()
     def p_up(self, uprights: Sequence[np.ndarray], batch_size: int = 64, progress: Optional[ProgressCallback] = None,
@@ -133,7 +155,7 @@ def load_polarity_model(path: Optional[PathLike] = None) -> PolarityModel:
     payload = load_checkpoint(path, MODEL_KIND)
     cfg = payload["config"]
     model = PolarityModel(int(cfg["depth"]), int(cfg["width"]), int(cfg["size"]), float(cfg["mean"]), float(cfg["std"]),
-                          bool(cfg.get("mirror", False)), metrics=payload.get("metrics", {}))
+                          bool(cfg.get("mirror", False)), float(cfg.get("temperature", 1.0)), metrics=payload.get("metrics", {}))
     try:
         model.net.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

@@ -131,3 +131,37 @@ def shift_levels(kinds: Optional[Sequence[str]] = None) -> List[Tuple[str, float
     if unknown:
         raise BioidInputError(f"unknown shifts {unknown} (known: {', '.join(SHIFT_LEVELS)})")
     return [(k, lv) for k in kinds for lv in SHIFT_LEVELS[k]]
+
+
+#: training augmentation (:func:`random_shift`): kind → (probability, low, high); drawn uniformly in [low, high]
+#: (gamma log-uniformly). Wider than the evaluated levels so the test levels lie inside what training saw.
+RANDOM_SHIFT: Dict[str, Tuple[float, float, float]] = {
+    "scale": (0.6, 0.25, 1.0),
+    "blur": (0.4, 0.3, 2.5),
+    "gamma": (0.3, 0.45, 2.6),
+    "contrast": (0.4, 0.3, 1.0),
+    "background": (0.3, 160.0, 250.0),
+    "noise": (0.4, 1.0, 18.0),
+    "jpeg": (0.3, 20.0, 90.0),
+}
+
+
+def random_shift(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random combination of :func:`shift_crop` changes, for training (issue 15).
+
+    Each kind of :data:`RANDOM_SHIFT` is applied with its probability, at a
+    strength drawn uniformly from its range (gamma log-uniformly), in the order
+    of acquisition: scale, blur, gamma, contrast, background, noise, JPEG.
+    ``image``: uint8 (H, W) crop standing p-arm up; returns uint8 (H', W').
+    """
+    out = np.asarray(image, np.uint8)
+    for kind, (p, lo, hi) in RANDOM_SHIFT.items():
+        if rng.random() >= p:
+            continue
+        level = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if kind == "gamma" else float(rng.uniform(lo, hi))
+        if kind == "jpeg":
+            level = round(level)
+        if kind == "scale" and min(out.shape) * level < 4:
+            continue
+        out = shift_crop(out, kind, level, rng)
+    return out

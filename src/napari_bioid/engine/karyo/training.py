@@ -35,6 +35,7 @@ from ..train.optim import pick_device, seed_everything
 from .data import Crop, read_crop, to_square
 from .karyogram import ORDER
 from .polarity import DOWN, UP, PolarityModel
+from .shift import RANDOM_SHIFT, random_shift, shift_crop
 from .rotate import background_fill, normalise_crop, rotate_image, upright_angle
 
 
@@ -80,25 +81,29 @@ def chain_example(image: np.ndarray, theta: float, size: int):
 
 
 def _chunk(args):
-    paths, thetas, size, shift, seed = args
+    paths, thetas, size, shift, augment, seed = args
     out = []
     rng = np.random.default_rng(seed)
     for path, th in zip(paths, thetas):
         img = read_crop(path)
         if shift is not None:
-            from .shift import shift_crop
-
             img = shift_crop(img, shift[0], shift[1], rng)
-        out.extend(chain_example(img, t, size)[:2] for t in th)
+        for v, t in enumerate(th):
+            src = random_shift(img, rng) if augment and v % 2 == 1 else img
+            out.append(chain_example(src, t, size)[:2])
     return out
 
 
 def build_chain_set(crops: Sequence[Crop], size: int = 224, variants: int = 1, seed: int = 0, workers: int = 1,
-                    progress: Optional[ProgressCallback] = None, cancel: Any = None, shift: Optional[tuple] = None) -> ChainSet:
+                    progress: Optional[ProgressCallback] = None, cancel: Any = None, shift: Optional[tuple] = None,
+                    augment: bool = False) -> ChainSet:
     """Read every crop and run it through the chain at ``variants`` random angles in [0°, 360°).
 
     ``shift``: ``(kind, level)`` of :func:`.shift.shift_crop`, applied to each
     crop (standing p-arm up) before the chain: the domain-shift test sets.
+    ``augment``: every second variant of a crop (variants 1, 3, …) is first
+    changed by :func:`.shift.random_shift` (another lab's size, optics,
+    contrast, noise, JPEG, background), the others stay as read.
 
     Memory: N · variants · size² bytes (22,500 crops at 224² ≈ 1.1 GB per variant).
     ``workers`` > 1 uses that many processes.
@@ -116,7 +121,7 @@ def build_chain_set(crops: Sequence[Crop], size: int = 224, variants: int = 1, s
     squares = np.empty((len(crops) * variants, size, size), np.uint8)
     up = np.empty(len(crops) * variants, bool)
     step = 256
-    jobs = [([c.path for c in crops[i : i + step]], thetas[i : i + step], size, shift, seed * 100_003 + i) for i in range(0, len(crops), step)]
+    jobs = [([c.path for c in crops[i : i + step]], thetas[i : i + step], size, shift, augment, seed * 100_003 + i) for i in range(0, len(crops), step)]
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
         results = pool.map(_chunk, jobs) if pool else map(_chunk, jobs)
@@ -263,7 +268,7 @@ def train_polarity(train: ChainSet, val: Optional[ChainSet] = None, depth: int =
 
 
 def _cached_chain_set(name: str, cache_dir, crops, size: int, variants: int, seed: int, workers: int,
-                      progress: Optional[ProgressCallback], cancel: Any) -> ChainSet:
+                      progress: Optional[ProgressCallback], cancel: Any, augment: bool = False) -> ChainSet:
     """:func:`build_chain_set`, stored as ``.npz`` under ``cache_dir`` (keyed by the crop list) when given."""
     import hashlib
     from pathlib import Path
@@ -271,11 +276,11 @@ def _cached_chain_set(name: str, cache_dir, crops, size: int, variants: int, see
     path = None
     if cache_dir is not None:
         key = hashlib.sha1("\n".join(str(c.path) for c in crops).encode()).hexdigest()[:12]
-        path = Path(cache_dir) / f"{name}_{size}px_{variants}v_seed{seed}_{key}.npz"
+        path = Path(cache_dir) / f"{name}_{size}px_{variants}v{'_aug' if augment else ''}_seed{seed}_{key}.npz"
         if path.is_file():
             z = np.load(path)
             return ChainSet(z["squares"], z["up"], z["crop"], list(crops), variants)
-    data = build_chain_set(crops, size, variants, seed, workers, progress, cancel)
+    data = build_chain_set(crops, size, variants, seed, workers, progress, cancel, augment=augment)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
@@ -287,7 +292,7 @@ def _cached_chain_set(name: str, cache_dir, crops, size: int, variants: int, see
 def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 224, epochs: int = 24, batch_size: int = 32,
                       lr: float = 0.01, variants: int = 2, test_fraction: float = 0.3, val_fraction: float = 0.1,
                       split_seed: int = 0, max_cases: Optional[int] = None, workers: int = 1, cache_dir=None, seed: int = 0,
-                      device: Optional[str] = None, progress: Optional[ProgressCallback] = None, cancel: Any = None,
+                      augment: bool = False, device: Optional[str] = None, progress: Optional[ProgressCallback] = None, cancel: Any = None,
                       on_epoch: Optional[Callable[[dict], None]] = None, log: Optional[Callable[[str], None]] = None) -> PolarityModel:
     """``bioid karyo train``: split a crop collection by case, train, and test on held-out cases.
 
@@ -318,25 +323,55 @@ def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 22
              (("train", train), ("validation", val), ("test", test))}
     if log:
         log("split by case: " + ", ".join(f"{k} {v['crops']} crops / {v['cases']} cases" for k, v in split.items()))
-    tr = _cached_chain_set("train", cache_dir, train, size, variants, seed + 10, workers, progress, cancel)
-    va = _cached_chain_set("val", cache_dir, val, size, 1, seed + 11, workers, progress, cancel)
+    tr = _cached_chain_set("train", cache_dir, train, size, variants, seed + 10, workers, progress, cancel, augment)
+    va = _cached_chain_set("val", cache_dir, val, size, 2 if augment else 1, seed + 11, workers, progress, cancel, augment)
     te = _cached_chain_set("test", cache_dir, test, size, 1, seed + 12, workers, progress, cancel)
     model = train_polarity(tr, va, depth=depth, width=width, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                            device=device, progress=progress, cancel=cancel, on_epoch=on_epoch)
     model.metrics["split"] = split
+    model.metrics["augment"] = ({"every second variant": "random_shift",
+                                 "probability_low_high": {k: list(v) for k, v in RANDOM_SHIFT.items()}} if augment else None)
     finish_model(model, va, te, device=device, cancel=cancel)
     model.metrics["test_definition"] = (f"held-out cases ({test_fraction:.0%} of the cases, split seed {split_seed}), each crop "
                                         "once at a random input angle through rotate-upright → classify; positive = p-arm up")
     return model
 
 
+def fit_temperature(model: PolarityModel, data: ChainSet, device: Optional[str] = None, cancel: Any = None) -> float:
+    """Temperature T minimising the negative log-likelihood of ``data`` (Guo et al., ICML 2017).
+
+    Uses the model's log-odds as the chain feeds them (mirror averaging as set);
+    T is searched on log T ∈ [−3, 3] (bounded Brent). Does not change ``model``.
+
+    Raises
+    ------
+    BioidInputError
+        ``data`` is empty.
+    """
+    from scipy.optimize import minimize_scalar
+
+    if len(data) == 0:
+        raise BioidInputError("no validation crops to fit the temperature on")
+    x = data.squares.copy()
+    x[~data.up] = x[~data.up, ::-1, ::-1]
+    d = model.log_odds_squares(x, 128, None, cancel, device)
+    sign = np.where(data.up, 1.0, -1.0)
+
+    def nll(log_t):
+        return float(np.mean(np.logaddexp(0.0, -sign * d / np.exp(log_t))))
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded").x))
+
+
 def finish_model(model: PolarityModel, val: Optional[ChainSet], test: ChainSet, device: Optional[str] = None,
                  cancel: Any = None) -> PolarityModel:
-    """Choose mirror averaging on the validation set, then measure the test set once.
+    """Choose mirror averaging and fit the temperature on the validation set, then measure the test set once.
 
     ``model.mirror`` is set when averaging the crop and its mirror image is
-    more accurate on ``val`` (never decided on the test set). Stores
-    ``metrics["val_mirror"]`` ({"off", "on"} accuracies) and ``metrics["test"]``.
+    more accurate on ``val``, and ``model.temperature`` by
+    :func:`fit_temperature` on ``val`` (never decided on the test set). Stores
+    ``metrics["val_mirror"]`` ({"off", "on"} accuracies), ``metrics["temperature"]``
+    (with the validation ECE before and after) and ``metrics["test"]``.
     """
     if val is not None and len(val):
         acc = {}
@@ -345,5 +380,10 @@ def finish_model(model: PolarityModel, val: Optional[ChainSet], test: ChainSet, 
             acc["on" if flag else "off"] = evaluate_polarity(model, val, device=device, cancel=cancel)["accuracy"]
         model.mirror = acc["on"] > acc["off"]
         model.metrics["val_mirror"] = acc
+        model.temperature = 1.0
+        before = evaluate_polarity(model, val, device=device, cancel=cancel)["ece"]
+        model.temperature = fit_temperature(model, val, device=device, cancel=cancel)
+        after = evaluate_polarity(model, val, device=device, cancel=cancel)["ece"]
+        model.metrics["temperature"] = {"value": model.temperature, "val_ece_before": before, "val_ece_after": after}
     model.metrics["test"] = evaluate_polarity(model, test, device=device, cancel=cancel)
     return model

@@ -19,6 +19,7 @@ from typing import Any, List, Optional, Tuple
 import numpy as np
 import torch
 
+from ..nn.unet3d import ResUNet3d
 from ..progress import ProgressCallback, check_cancel, report
 from ..train.optim import pick_device
 from .config import PickerModel
@@ -120,6 +121,7 @@ def segment(
     norm = normalizer or Normalizer.fit(volume, cfg.normalization, cfg.lowpass_sigma)
     dev = pick_device(device)
     net = model.network.to(dev).eval()
+    off = pad if isinstance(net, ResUNet3d) else 0  # offset of the network's output within the block
     axes = [window_starts(length, n, pad) for length in volume.shape]
     z0, z1 = (0, volume.shape[0]) if z_range is None else (max(0, int(z_range[0])), min(volume.shape[0], int(z_range[1])))
     if z1 <= z0:
@@ -135,14 +137,17 @@ def segment(
         batch = jobs[j0 : j0 + batch_size]
         blocks = np.stack([norm(extract_block(volume, (z[0], y[0], x[0]), (n, n, n))) for z, y, x in batch])
         with torch.inference_mode():
-            logits = net(torch.from_numpy(blocks[:, None]).to(dev))
+            # only the central (n − 2·pad)³ of a block is kept, so only it is computed (exact, see ResUNet3d.forward)
+            x = torch.from_numpy(blocks[:, None]).to(dev)
+            logits = net(x, crop=pad) if off else net(x)
             p = torch.softmax(logits.float(), dim=1)
             fg = (1.0 - p[:, 0]).cpu().numpy()
             best = (torch.argmax(p[:, 1:], dim=1) + 1).to(torch.uint8).cpu().numpy()
         for i, (z, y, x) in enumerate(batch):
             k0, k1 = max(z[1], z0), min(z[2], z1)  # the kept z range, clipped to the slab
             dst = (slice(k0 - z0, k1 - z0), slice(y[1], y[2]), slice(x[1], x[2]))
-            src = (slice(k0 - z[0], k1 - z[0]), slice(y[1] - y[0], y[2] - y[0]), slice(x[1] - x[0], x[2] - x[0]))
+            src = (slice(k0 - z[0] - off, k1 - z[0] - off), slice(y[1] - y[0] - off, y[2] - y[0] - off),
+                   slice(x[1] - x[0] - off, x[2] - x[0] - off))
             prob[dst] = fg[i][src]
             cls[dst] = best[i][src]
         report(progress, min(j0 + batch_size, len(jobs)), len(jobs), "segmenting")
