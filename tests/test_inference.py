@@ -111,3 +111,28 @@ def test_segment_of_a_unet_equals_uncropped_windows():
     ref = segment(vol, _model(Full(), block=32, pad=6))
     np.testing.assert_allclose(fast.probability, ref.probability, atol=1e-5)
     assert (fast.class_map == ref.class_map).mean() > 0.999
+
+
+@pytest.mark.parametrize("crop", [0, 9])
+def test_folded_network_computes_the_same_function(crop):
+    """The inference copy (BatchNorm folded, CoordConv fields, channels-last) equals the trained network in eval mode."""
+    from napari_bioid.engine.nn.unet3d import FoldedResUNet3d, ResUNet3d, fold_for_inference
+
+    torch.manual_seed(3)
+    net = ResUNet3d(1, 3, (4, 8, 12)).eval()
+    for m in net.modules():  # BatchNorm statistics far from the identity, as after training
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.3, 3.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.3, 0.3)
+    fast = fold_for_inference(net)
+    assert isinstance(fast, FoldedResUNet3d)
+    x = torch.randn(2, 1, 32, 40, 36)
+    with torch.inference_mode():
+        ref, out = net(x, crop=crop), fast(x, crop=crop)
+        again = fast(x, crop=crop)  # cached coordinate fields reused
+    assert ref.abs().max() > 0.1
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(again, ref, atol=1e-5, rtol=1e-4)
+    assert fold_for_inference(net.train()) is net  # training mode: never replaced

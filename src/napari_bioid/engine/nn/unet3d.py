@@ -184,3 +184,165 @@ class ResUNet3d(nn.Module):
             else:
                 x = x[(...,) + tuple(slice(crop - a, n - crop - a) for (a, _), n in zip(rng, size))]
         return self.head(x)
+
+
+def _fold(conv: nn.Conv3d, bn: nn.BatchNorm3d) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Weights and bias of ``bn(conv(x))`` as one convolution (BatchNorm in inference mode)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    w = conv.weight * scale.view(-1, *([1] * (conv.weight.dim() - 1)))
+    b = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        b = b + conv.bias * scale
+    return w.detach().clone(), b.detach().clone()
+
+
+def _pointwise(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor]) -> torch.Tensor:
+    """A 1×1×1 convolution as a matrix product over the channels (channels-last; faster than conv3d's 1×1 path)."""
+    y = torch.nn.functional.linear(x.permute(0, 2, 3, 4, 1), w.flatten(1), b)
+    return y.permute(0, 4, 1, 2, 3)
+
+
+def _pool2(x: torch.Tensor) -> torch.Tensor:
+    """2× average pooling (== nn.AvgPool3d(2) on even sizes) as the mean of 8 strided views: stays channels-last.
+
+    About 10× faster than ``avg_pool3d`` on a channels-last tensor, which copies to contiguous and back.
+    """
+    acc = None
+    for a in (0, 1):
+        for b in (0, 1):
+            for c in (0, 1):
+                v = x[:, :, a::2, b::2, c::2]
+                acc = v.clone() if acc is None else acc.add_(v)
+    return acc.mul_(0.125)
+
+
+class _FoldedBlock(nn.Module):
+    """A :class:`ResBlock3d` (optionally behind :class:`CoordConv3d`) with BatchNorm folded into its convolutions.
+
+    The coordinate channels enter the first convolution and the 1×1 shortcut
+    linearly, so their contribution is a fixed field per block region,
+    computed once and cached instead of concatenating three channels to every
+    input.
+    """
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.coord = isinstance(block, CoordConv3d)
+        res: ResBlock3d = block.module if self.coord else block
+        body = list(res.body)
+        convs = [m for m in body if isinstance(m, nn.Conv3d)]
+        bns = [m for m in body if isinstance(m, nn.BatchNorm3d)]
+        folded = [_fold(c, b) for c, b in zip(convs, bns)]
+        # few input channels (the tomogram itself): convolving 1 channel is slower than 4, so keep the coordinates there
+        extra = 3 if self.coord and convs[0].in_channels - 3 >= 4 else 0
+        self.concat = self.coord and not extra
+        w1, b1 = folded[0]
+        self.w1, self.b1 = nn.Parameter(w1[:, : w1.shape[1] - extra].contiguous(), requires_grad=False), nn.Parameter(b1, requires_grad=False)
+        self.w1c = w1[:, w1.shape[1] - extra :].contiguous() if extra else None
+        self.w2, self.b2 = (nn.Parameter(t, requires_grad=False) for t in folded[1])
+        self.w3, self.b3 = (nn.Parameter(t, requires_grad=False) for t in folded[2])
+        if isinstance(res.shortcut, nn.Conv3d):
+            ws = res.shortcut.weight.detach()
+            self.ws = nn.Parameter(ws[:, : ws.shape[1] - extra].contiguous(), requires_grad=False)
+            self.wsc = ws[:, ws.shape[1] - extra :].contiguous() if extra else None
+        else:
+            self.ws, self.wsc = None, None
+        self._fields: dict = {}
+
+    def _coord_fields(self, x: torch.Tensor, region: Optional[Region]):
+        size = tuple(x.shape[2:])
+        key = (size, tuple(region) if region else None, x.dtype, x.device)
+        if key not in self._fields:
+            c = coord_channels(x[:1, :1], region).contiguous()
+            f1 = torch.nn.functional.conv3d(c, self.w1c.to(x), padding=1)
+            fs = torch.nn.functional.conv3d(c, self.wsc.to(x)) if self.wsc is not None else None
+            if len(self._fields) > 16:
+                self._fields.clear()
+            self._fields[key] = (f1, fs)
+        return self._fields[key]
+
+    def forward(self, x: torch.Tensor, region: Optional[Region] = None) -> torch.Tensor:
+        f = torch.nn.functional
+        if self.concat:
+            x = torch.cat([x, coord_channels(x, region)], dim=1)
+        h = f.conv3d(x, self.w1, self.b1, padding=1)
+        fields = self._coord_fields(x, region) if self.w1c is not None else (None, None)
+        if fields[0] is not None:
+            h.add_(fields[0])
+        h = f.elu(h, inplace=True)
+        h = f.elu(f.conv3d(h, self.w2, self.b2, padding=1), inplace=True)
+        h = f.conv3d(h, self.w3, self.b3, padding=1)
+        if self.ws is None:
+            h.add_(x)
+        else:
+            h.add_(_pointwise(x, self.ws, None))
+            if fields[1] is not None:
+                h.add_(fields[1])
+        return f.elu(h, inplace=True)
+
+
+class FoldedResUNet3d(nn.Module):
+    """Inference-only copy of a :class:`ResUNet3d`: the same function, computed faster on CPU.
+
+    BatchNorm folded into the convolutions, CoordConv as cached fields
+    (:class:`_FoldedBlock`), channels-last memory, 1×1×1 convolutions as matrix
+    products and pooling by reshaping, so no operation leaves the layout
+    oneDNN convolves fastest in. Outputs equal the source network's in eval mode
+    to float rounding (tested). Build it with :func:`fold_for_inference`; it
+    does not follow later changes to the source's weights.
+    """
+
+    def __init__(self, net: ResUNet3d):
+        super().__init__()
+        self.channels = net.channels
+        self.encoders = nn.ModuleList(_FoldedBlock(b) for b in net.encoders)
+        self.decoders = nn.ModuleList(_FoldedBlock(b) for b in net.decoders)
+        self.ups = nn.ModuleList(copy_module(u) for u in net.ups)
+        self.head_w = nn.Parameter(net.head.weight.detach().clone(), requires_grad=False)
+        self.head_b = nn.Parameter(net.head.bias.detach().clone(), requires_grad=False)
+        self.divisor = net.divisor
+        self.decoder_regions = net.decoder_regions
+        self.to(memory_format=torch.channels_last_3d)
+        self.eval()
+
+    def forward(self, x: torch.Tensor, crop: int = 0) -> torch.Tensor:
+        """As :meth:`ResUNet3d.forward`; returns float32 (B, out, …) logits in channels-last memory."""
+        size = list(x.shape[2:])
+        if crop < 0 or any(2 * crop >= n for n in size):
+            raise ValueError(f"crop {crop} must be ≥ 0 and leave voxels of a {tuple(size)} input")
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+        skips = []
+        for i, enc in enumerate(self.encoders):
+            if i:
+                x = _pool2(x)
+            x = enc(x)
+            skips.append(x)
+        levels = len(self.channels)
+        regions = self.decoder_regions(size, crop) if crop else [[(0, n // 2**lv) for n in size] for lv in range(levels - 1)]
+        low = regions[levels - 2]
+        x = x[(...,) + tuple(slice(a // 2, b // 2) for a, b in low)]
+        for k, (up, dec) in enumerate(zip(self.ups, self.decoders)):
+            lv = levels - 2 - k
+            rng = regions[lv]
+            n_lv = [n // 2**lv for n in size]
+            sl = (...,) + tuple(slice(a, b) for a, b in rng)
+            x = dec(torch.cat([up(x), skips[lv][sl]], dim=1), [(a, n) for (a, _), n in zip(rng, n_lv)])
+            if lv:
+                nxt = regions[lv - 1]
+                x = x[(...,) + tuple(slice(a2 // 2 - a, b2 // 2 - a) for (a, _), (a2, b2) in zip(rng, nxt))]
+            else:
+                x = x[(...,) + tuple(slice(crop - a, n - crop - a) for (a, _), n in zip(rng, size))]
+        return _pointwise(x, self.head_w, self.head_b)
+
+
+def copy_module(m: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(m).eval().requires_grad_(False)
+
+
+def fold_for_inference(net: nn.Module) -> nn.Module:
+    """A :class:`FoldedResUNet3d` of ``net`` when it is a :class:`ResUNet3d` in eval mode, else ``net`` itself."""
+    if isinstance(net, ResUNet3d) and not net.training:
+        return FoldedResUNet3d(net)
+    return net

@@ -19,7 +19,7 @@ from typing import Any, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..nn.unet3d import ResUNet3d
+from ..nn.unet3d import ResUNet3d, fold_for_inference
 from ..progress import ProgressCallback, check_cancel, report
 from ..train.optim import pick_device
 from .config import PickerModel
@@ -122,6 +122,7 @@ def segment(
     dev = pick_device(device)
     net = model.network.to(dev).eval()
     off = pad if isinstance(net, ResUNet3d) else 0  # offset of the network's output within the block
+    net = fold_for_inference(net)  # same function: BatchNorm folded, CoordConv cached, channels-last
     axes = [window_starts(length, n, pad) for length in volume.shape]
     z0, z1 = (0, volume.shape[0]) if z_range is None else (max(0, int(z_range[0])), min(volume.shape[0], int(z_range[1])))
     if z1 <= z0:
