@@ -136,3 +136,18 @@ def test_folded_network_computes_the_same_function(crop):
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(again, ref, atol=1e-5, rtol=1e-4)
     assert fold_for_inference(net.train()) is net  # training mode: never replaced
+
+
+def test_skip_flat_leaves_out_empty_windows_only():
+    """Opt-in: windows on flat (masked / padded) volume are not computed and stay background; the rest is unchanged."""
+    rng = np.random.default_rng(4)
+    vol = rng.normal(size=(70, 50, 50)).astype(np.float32)
+    vol[:36] = 0.5  # masked volume outside the sample
+    model = _model(Position(), block=32, pad=6)
+    full = segment(vol, model)
+    calls = []
+    fast = segment(vol, model, skip_flat=0.05, progress=lambda d, t, m: calls.append((d, t)))
+    assert fast.skipped_blocks == 9 and full.skipped_blocks == 0  # the first row of 3 × 3 windows
+    assert calls[-1][0] == calls[-1][1]
+    assert (fast.probability[:20] == 0).all() and (full.probability[:20] > 0.3).all()
+    np.testing.assert_array_equal(fast.probability[20:], full.probability[20:])

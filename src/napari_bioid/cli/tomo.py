@@ -73,6 +73,9 @@ def _add_tomo(sub) -> None:
                     help="write the foreground probability map here, slab by slab (float32 MRC, or OME-Zarr for a .zarr name; implies --chunk-slices 64)")
     pk.add_argument("--level", type=int, default=None,
                     help="OME-Zarr input: the multiscale level to pick (default: the level nearest the model's voxel size)")
+    pk.add_argument("--skip-flat", type=float, default=None, metavar="STD",
+                    help="opt-in: skip windows whose normalised standard deviation is below STD (e.g. 0.05: padding, "
+                         "masked or empty volume outside the sample); their centres are background")
     pk.add_argument("--overwrite", action="store_true")
 
     pb = tsub.add_parser("pick-batch", help="pick many tomograms on a dask cluster (local by default): resumable, failures reported")
@@ -266,7 +269,8 @@ def _tomo_pick(args) -> int:
     bar = TqdmProgress("pick")
     kwargs = dict(threshold=DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
                   min_score=DEFAULT_MIN_SCORE if args.min_score is None else args.min_score,
-                  distance=args.distance, batch_size=args.batch_size, device=args.device, progress=bar)
+                  distance=args.distance, batch_size=args.batch_size, device=args.device, progress=bar,
+                  skip_flat=args.skip_flat)
     try:
         if args.probability_out is not None:
             from ..engine.io.volumes import create_volume

@@ -40,6 +40,7 @@ class Segmentation:
 
     probability: np.ndarray
     class_map: np.ndarray
+    skipped_blocks: int = 0  # windows left out as flat (``skip_flat``), their centres set to background
 
     def labels(self, threshold: float = 0.5) -> np.ndarray:
         """uint8 class map with voxels below ``threshold`` set to background 0."""
@@ -79,6 +80,7 @@ def segment(
     cancel: Optional[Any] = None,
     normalizer: Optional[Normalizer] = None,
     z_range: Optional[Tuple[int, int]] = None,
+    skip_flat: Optional[float] = None,
 ) -> Segmentation:
     """Segment a tomogram with a picking model by sliding windows.
 
@@ -100,6 +102,14 @@ def segment(
         Segment only the slab ``[z0, z1)``: the blocks of the whole tomogram's
         window grid that write into it, so the slab equals the same slices of
         the whole segmentation (used by :func:`.picking.pick_chunked`).
+    skip_flat : float, optional
+        Opt-in work avoidance: windows whose normalised block has a standard
+        deviation below this (z-score normalisation: in units of the
+        tomogram's standard deviation, e.g. 0.05) are not run through the
+        network and their centres are background (probability 0). Catches
+        padding and masked or empty volume outside the sample, which holds no
+        particles; ``result.skipped_blocks`` counts them. Off by default, since
+        it changes the output wherever the network would have seen something.
 
     Returns
     -------
@@ -132,11 +142,20 @@ def segment(
     out_shape = (z1 - z0,) + tuple(volume.shape[1:])
     prob = np.zeros(out_shape, dtype=np.float32)
     cls = np.zeros(out_shape, dtype=np.uint8)
+    skipped = 0
     report(progress, 0, len(jobs), "segmenting")
     for j0 in range(0, len(jobs), batch_size):
         check_cancel(cancel)
         batch = jobs[j0 : j0 + batch_size]
         blocks = np.stack([norm(extract_block(volume, (z[0], y[0], x[0]), (n, n, n))) for z, y, x in batch])
+        if skip_flat is not None:
+            live = np.array([float(b[::2, ::2, ::2].std()) >= skip_flat for b in blocks])
+            skipped += int((~live).sum())
+            batch = [job for job, keep in zip(batch, live) if keep]
+            blocks = blocks[live]
+        if not len(batch):
+            report(progress, min(j0 + batch_size, len(jobs)), len(jobs), "segmenting")
+            continue
         with torch.inference_mode():
             # only the central (n − 2·pad)³ of a block is kept, so only it is computed (exact, see ResUNet3d.forward)
             x = torch.from_numpy(blocks[:, None]).to(dev)
@@ -152,4 +171,4 @@ def segment(
             prob[dst] = fg[i][src]
             cls[dst] = best[i][src]
         report(progress, min(j0 + batch_size, len(jobs)), len(jobs), "segmenting")
-    return Segmentation(prob, cls)
+    return Segmentation(prob, cls, skipped)
