@@ -34,7 +34,38 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def bench_inference(shape, model_size, device, batch_size):
+def flops_per_window(cfg, pad: int) -> dict:
+    """FLOPs (2 per multiply-add, convolutions and matrix products; torch's FlopCounterMode) of one window.
+
+    ``kept_centre``: what segment runs (the decoder only where the kept centre depends on it);
+    ``whole_window``: the whole block through the network (the former path).
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from napari_bioid.engine.nn.unet3d import fold_for_inference
+
+    net = cfg.build_network().eval()
+    x = torch.zeros(1, 1, cfg.block_size, cfg.block_size, cfg.block_size)
+    out = {}
+    for name, crop, m in (("kept_centre", pad, fold_for_inference(net)), ("whole_window", 0, net)):
+        with FlopCounterMode(display=False) as fc, torch.inference_mode():
+            m(x, crop=crop)
+        out[name] = fc.get_total_flops()
+    return out
+
+
+def machine_peak_gflops(threads: int) -> dict:
+    """Nominal fp32 peak: threads × base clock (/proc/cpuinfo) × FLOP per cycle (32 with AVX2 FMA, 64 with AVX-512)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    mhz = next((float(line.split(":")[1]) for line in info.splitlines() if line.startswith("cpu MHz")), float("nan"))
+    flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
+    per_cycle = 64 if "avx512f" in flags else 32 if "fma" in flags else 16
+    return {"ghz": round(mhz / 1000, 3), "flop_per_cycle_per_core": per_cycle, "peak_gflops": round(threads * mhz / 1000 * per_cycle, 1),
+            "avx512_bf16": "avx512_bf16" in flags}
+
+
+def bench_inference(shape, model_size, device, batch_size, pad=None):
     import torch
 
     from napari_bioid.engine.io import read_volume
@@ -54,10 +85,14 @@ def bench_inference(shape, model_size, device, batch_size):
         base_rss = peak_rss_mib()
         vol = read_volume(path, mmap=True)
         if model_size == "full":
-            cfg = PickerConfig(classes=[ParticleClass(1, "ribosome", 23)], block_size=72, pad_size=12)
+            cfg = PickerConfig(classes=[ParticleClass(1, "ribosome", 23)], block_size=72, pad_size=12 if pad is None else pad)
         else:
-            cfg = PickerConfig(classes=[ParticleClass(1, "particle", 11)], block_size=40, pad_size=6, channels=(8, 16, 32))
+            cfg = PickerConfig(classes=[ParticleClass(1, "particle", 11)], block_size=40, pad_size=6 if pad is None else pad, channels=(8, 16, 32))
         model = PickerModel(cfg.build_network().eval(), cfg)
+        flops = flops_per_window(cfg, cfg.pad_size)
+        from napari_bioid.engine.tomo.inference import window_starts
+
+        n_windows = int(np.prod([len(window_starts(s, cfg.block_size, cfg.pad_size)) for s in shape]))
         t0 = time.perf_counter()
         seg = segment(vol.data, model, batch_size=batch_size, device=device)
         if device and device.startswith("cuda"):
@@ -75,6 +110,10 @@ def bench_inference(shape, model_size, device, batch_size):
             "torch_threads": torch.get_num_threads(),
             "seconds": round(dt, 2),
             "voxels_per_second": round(n / dt),
+            "windows": n_windows,
+            "gflop_per_window (kept centre / whole window)": [round(flops["kept_centre"] / 1e9, 1), round(flops["whole_window"] / 1e9, 1)],
+            "achieved_gflops": round(n_windows * flops["kept_centre"] / dt / 1e9, 1),
+            "machine": machine_peak_gflops(torch.get_num_threads()),
             "peak_rss_MiB": round(peak_rss_mib()),
             "rss_before_MiB": round(base_rss),
             "tomogram_MiB": round(n * 4 / 2**20),
@@ -142,6 +181,7 @@ def main():
     ap.add_argument("--model", default="full", choices=["full", "small"])
     ap.add_argument("--device", default=None)
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--pad", type=int, default=None, help="pad size of the sliding windows (default: 12 full, 6 small)")
     ap.add_argument("--particles", type=int, default=2000)
     ap.add_argument("--part", default="all", choices=["all", "inference", "nms", "nms-binary"])
     args = ap.parse_args()
@@ -152,10 +192,12 @@ def main():
                    "--batch-size", str(args.batch_size), "--particles", str(args.particles)]
             if args.device:
                 cmd += ["--device", args.device]
+            if args.pad is not None:
+                cmd += ["--pad", str(args.pad)]
             subprocess.run(cmd, check=True)
         return
     if args.part == "inference":
-        out = bench_inference(shape, args.model, args.device, args.batch_size)
+        out = bench_inference(shape, args.model, args.device, args.batch_size, args.pad)
     else:
         out = bench_nms(shape, args.particles, 5, "binary" if args.part == "nms-binary" else "smooth")
     print(json.dumps(out), flush=True)

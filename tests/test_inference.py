@@ -151,3 +151,20 @@ def test_skip_flat_leaves_out_empty_windows_only():
     assert calls[-1][0] == calls[-1][1]
     assert (fast.probability[:20] == 0).all() and (full.probability[:20] > 0.3).all()
     np.testing.assert_array_equal(fast.probability[20:], full.probability[20:])
+
+
+def test_precision_option_runs_the_network_in_bfloat16_and_refuses_float16_on_cpu():
+    """bfloat16 autocast gives the float32 probabilities to bfloat16 rounding; float16 needs a GPU."""
+    from napari_bioid.engine.nn import ResUNet3d
+
+    torch.manual_seed(5)
+    model = _model(ResUNet3d(1, 2, (4, 8)).eval(), block=32, pad=6)
+    vol = np.random.default_rng(5).normal(size=(20, 24, 24)).astype(np.float32)
+    ref = segment(vol, model)
+    low = segment(vol, model, precision="bfloat16")
+    diff = np.abs(low.probability - ref.probability)
+    assert 0 < diff.max() < 0.05 and diff.mean() < 0.01
+    with pytest.raises(ValueError, match="float16"):
+        segment(vol, model, precision="float16", device="cpu")
+    with pytest.raises(ValueError, match="precision"):
+        segment(vol, model, precision="int8")

@@ -76,6 +76,8 @@ def _add_tomo(sub) -> None:
     pk.add_argument("--skip-flat", type=float, default=None, metavar="STD",
                     help="opt-in: skip windows whose normalised standard deviation is below STD (e.g. 0.05: padding, "
                          "masked or empty volume outside the sample); their centres are background")
+    pk.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default="float32",
+                    help="network arithmetic: float32 (default); bfloat16 on GPUs or CPUs with AVX-512 BF16/AMX; float16 on GPUs")
     pk.add_argument("--overwrite", action="store_true")
 
     pb = tsub.add_parser("pick-batch", help="pick many tomograms on a dask cluster (local by default): resumable, failures reported")
@@ -270,7 +272,7 @@ def _tomo_pick(args) -> int:
     kwargs = dict(threshold=DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
                   min_score=DEFAULT_MIN_SCORE if args.min_score is None else args.min_score,
                   distance=args.distance, batch_size=args.batch_size, device=args.device, progress=bar,
-                  skip_flat=args.skip_flat)
+                  skip_flat=args.skip_flat, precision=args.precision)
     try:
         if args.probability_out is not None:
             from ..engine.io.volumes import create_volume

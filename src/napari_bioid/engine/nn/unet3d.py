@@ -268,16 +268,16 @@ class _FoldedBlock(nn.Module):
         h = f.conv3d(x, self.w1, self.b1, padding=1)
         fields = self._coord_fields(x, region) if self.w1c is not None else (None, None)
         if fields[0] is not None:
-            h.add_(fields[0])
+            h.add_(fields[0].to(h.dtype))
         h = f.elu(h, inplace=True)
         h = f.elu(f.conv3d(h, self.w2, self.b2, padding=1), inplace=True)
         h = f.conv3d(h, self.w3, self.b3, padding=1)
         if self.ws is None:
-            h.add_(x)
+            h.add_(x.to(h.dtype))
         else:
-            h.add_(_pointwise(x, self.ws, None))
+            h.add_(_pointwise(x, self.ws, None).to(h.dtype))
             if fields[1] is not None:
-                h.add_(fields[1])
+                h.add_(fields[1].to(h.dtype))
         return f.elu(h, inplace=True)
 
 

@@ -13,6 +13,8 @@ mirroring, never by copying the tomogram.
 
 from __future__ import annotations
 
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
@@ -24,6 +26,17 @@ from ..progress import ProgressCallback, check_cancel, report
 from ..train.optim import pick_device
 from .config import PickerModel
 from .preprocess import Normalizer, extract_block
+
+
+def _autocast(dev: torch.device, precision: str):
+    """The autocast context for ``precision`` on ``dev`` (a no-op for float32)."""
+    if precision == "float32":
+        return contextlib.nullcontext()
+    if precision not in ("bfloat16", "float16"):
+        raise ValueError(f"precision must be float32, bfloat16 or float16, got {precision!r}")
+    if precision == "float16" and dev.type != "cuda":
+        raise ValueError("float16 inference needs a CUDA device; use bfloat16 or float32 on CPU")
+    return torch.autocast(device_type=dev.type, dtype=getattr(torch, precision))
 
 
 @dataclass
@@ -81,6 +94,7 @@ def segment(
     normalizer: Optional[Normalizer] = None,
     z_range: Optional[Tuple[int, int]] = None,
     skip_flat: Optional[float] = None,
+    precision: str = "float32",
 ) -> Segmentation:
     """Segment a tomogram with a picking model by sliding windows.
 
@@ -110,6 +124,14 @@ def segment(
         padding and masked or empty volume outside the sample, which holds no
         particles; ``result.skipped_blocks`` counts them. Off by default, since
         it changes the output wherever the network would have seen something.
+    precision : {"float32", "bfloat16", "float16"}
+        ``float32`` (default) computes in full precision; the others run the
+        network under ``torch.autocast`` (float16 only on a GPU). bfloat16
+        pays only on CPUs with AVX-512 BF16 / AMX (about 100× slower on an
+        AVX2-only CPU, measured) and on GPUs.
+
+    On a GPU the windows are cut and normalised one batch ahead in a thread
+    and copied from pinned memory; nothing requires one.
 
     Returns
     -------
@@ -118,6 +140,8 @@ def segment(
 
     Raises
     ------
+    ValueError
+        Bad ``pad_size``, ``z_range``, ``precision``, or not a 3D volume.
     Cancelled
         When ``cancel`` is set; nothing is returned.
     """
@@ -143,32 +167,47 @@ def segment(
     prob = np.zeros(out_shape, dtype=np.float32)
     cls = np.zeros(out_shape, dtype=np.uint8)
     skipped = 0
-    report(progress, 0, len(jobs), "segmenting")
-    for j0 in range(0, len(jobs), batch_size):
-        check_cancel(cancel)
+    amp = _autocast(dev, precision)
+    cuda = dev.type == "cuda"
+
+    def prepare(j0: int):
+        """One batch of windows cut, normalised (and pinned for a GPU); runs one batch ahead in a thread."""
         batch = jobs[j0 : j0 + batch_size]
         blocks = np.stack([norm(extract_block(volume, (z[0], y[0], x[0]), (n, n, n))) for z, y, x in batch])
+        live = None
         if skip_flat is not None:
             live = np.array([float(b[::2, ::2, ::2].std()) >= skip_flat for b in blocks])
-            skipped += int((~live).sum())
             batch = [job for job, keep in zip(batch, live) if keep]
             blocks = blocks[live]
-        if not len(batch):
+        t = torch.from_numpy(blocks[:, None])
+        return batch, (t.pin_memory() if cuda and len(batch) else t), live
+
+    report(progress, 0, len(jobs), "segmenting")
+    starts = list(range(0, len(jobs), batch_size))
+    with ThreadPoolExecutor(1) as pool:
+        ahead = pool.submit(prepare, starts[0]) if starts else None
+        for k, j0 in enumerate(starts):
+            check_cancel(cancel)
+            batch, blocks, live = ahead.result()
+            ahead = pool.submit(prepare, starts[k + 1]) if k + 1 < len(starts) else None
+            if live is not None:
+                skipped += int((~live).sum())
+            if not len(batch):
+                report(progress, min(j0 + batch_size, len(jobs)), len(jobs), "segmenting")
+                continue
+            with torch.inference_mode(), amp:
+                # only the central (n − 2·pad)³ of a block is kept, so only it is computed (exact, see ResUNet3d.forward)
+                x = blocks.to(dev, non_blocking=cuda)
+                logits = net(x, crop=pad) if off else net(x)
+                p = torch.softmax(logits.float(), dim=1)
+                fg = (1.0 - p[:, 0]).cpu().numpy()
+                best = (torch.argmax(p[:, 1:], dim=1) + 1).to(torch.uint8).cpu().numpy()
+            for i, (z, y, x) in enumerate(batch):
+                k0, k1 = max(z[1], z0), min(z[2], z1)  # the kept z range, clipped to the slab
+                dst = (slice(k0 - z0, k1 - z0), slice(y[1], y[2]), slice(x[1], x[2]))
+                src = (slice(k0 - z[0] - off, k1 - z[0] - off), slice(y[1] - y[0] - off, y[2] - y[0] - off),
+                       slice(x[1] - x[0] - off, x[2] - x[0] - off))
+                prob[dst] = fg[i][src]
+                cls[dst] = best[i][src]
             report(progress, min(j0 + batch_size, len(jobs)), len(jobs), "segmenting")
-            continue
-        with torch.inference_mode():
-            # only the central (n − 2·pad)³ of a block is kept, so only it is computed (exact, see ResUNet3d.forward)
-            x = torch.from_numpy(blocks[:, None]).to(dev)
-            logits = net(x, crop=pad) if off else net(x)
-            p = torch.softmax(logits.float(), dim=1)
-            fg = (1.0 - p[:, 0]).cpu().numpy()
-            best = (torch.argmax(p[:, 1:], dim=1) + 1).to(torch.uint8).cpu().numpy()
-        for i, (z, y, x) in enumerate(batch):
-            k0, k1 = max(z[1], z0), min(z[2], z1)  # the kept z range, clipped to the slab
-            dst = (slice(k0 - z0, k1 - z0), slice(y[1], y[2]), slice(x[1], x[2]))
-            src = (slice(k0 - z[0] - off, k1 - z[0] - off), slice(y[1] - y[0] - off, y[2] - y[0] - off),
-                   slice(x[1] - x[0] - off, x[2] - x[0] - off))
-            prob[dst] = fg[i][src]
-            cls[dst] = best[i][src]
-        report(progress, min(j0 + batch_size, len(jobs)), len(jobs), "segmenting")
     return Segmentation(prob, cls, skipped)

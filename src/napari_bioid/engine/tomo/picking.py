@@ -139,6 +139,7 @@ def pick(
     max_foreground: Optional[float] = None,
     max_candidates: Optional[int] = MAX_CANDIDATES,
     skip_flat: Optional[float] = None,
+    precision: str = "float32",
 ) -> PickResult:
     """Pick particles in a tomogram.
 
@@ -155,7 +156,7 @@ def pick(
         Pruning distance in voxels; default particle radius + 1 per class.
     n_pools : int, optional
         Average-pool repetitions k; default max diameter / 4 + 1.
-    batch_size, pad_size, device, progress, cancel, skip_flat
+    batch_size, pad_size, device, progress, cancel, skip_flat, precision
         See :func:`.inference.segment`.
     max_foreground : float, optional
         When more than this fraction of the tomogram is foreground (an
@@ -184,7 +185,7 @@ def pick(
             progress(done, total + n_classes, msg)
 
     seg = segment(volume, model, batch_size=batch_size, pad_size=pad_size, device=device, progress=seg_progress, cancel=cancel, normalizer=normalizer,
-                  skip_flat=skip_flat)
+                  skip_flat=skip_flat, precision=precision)
     check_cancel(cancel)
 
     def nms_progress(done, total, msg):
@@ -241,6 +242,7 @@ def pick_chunked(
     max_candidates: Optional[int] = MAX_CANDIDATES,
     probability_out: Optional[np.ndarray] = None,
     skip_flat: Optional[float] = None,
+    precision: str = "float32",
 ) -> PickResult:
     """Pick a tomogram of any size slab by slab, with memory bounded by the slab instead of the tomogram.
 
@@ -303,7 +305,8 @@ def pick_chunked(
                 progress(i * 100 + int(100 * done / max(total, 1)), len(slabs) * 100, f"slab {i + 1}/{len(slabs)}: {msg}")
 
         seg = segment(volume, model, batch_size=batch_size, pad_size=pad, device=device, progress=slab_progress, cancel=cancel,
-                      normalizer=norm, z_range=(c0, c1), skip_flat=skip_flat)
+                      normalizer=norm, z_range=(c0, c1), skip_flat=skip_flat,
+                      precision=precision)
         if probability_out is not None:
             probability_out[c0:c1] = seg.probability
         return seg
