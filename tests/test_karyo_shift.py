@@ -102,3 +102,49 @@ def test_normalise_crop_restores_grey_background_crops_and_leaves_ours_alone():
         restored.append(np.abs(normalise_crop(faint).astype(float) - crop).mean() / before)
     assert unchanged >= 0.95 * 200  # the training crops' own range: left as they are
     assert np.median(restored) < 0.05  # the grey-background crop comes back close to the original
+
+
+def test_random_shift_covers_the_evaluated_shifts_and_keeps_the_crop_readable(crop):
+    """Training augmentation: sizes down to 25 %, grey backgrounds, faint crops, and untouched ones, all uint8."""
+    from napari_bioid.engine.karyo.shift import RANDOM_SHIFT, random_shift
+
+    rng = np.random.default_rng(0)
+    outs = [random_shift(crop, rng) for _ in range(300)]
+    assert all(o.dtype == np.uint8 and o.ndim == 2 for o in outs)
+    scale = np.array([o.shape[0] / crop.shape[0] for o in outs])
+    assert scale.min() < 0.3 and np.mean(scale < 0.99) == pytest.approx(RANDOM_SHIFT["scale"][0], abs=0.1)
+    assert np.mean([np.array_equal(o, crop) for o in outs]) > 0.01  # some crops stay as read
+    assert min(np.percentile(o, 95) for o in outs) < 215  # grey backgrounds
+    dark = [float(o.min()) for o in outs]
+    assert max(dark) > crop.min() + 60  # faint (low contrast) crops
+
+
+def test_temperature_scaling_calibrates_an_overconfident_model():
+    """fit_temperature finds T > 1 for log-odds that are too large, and the ECE falls."""
+    from napari_bioid.engine.karyo.polarity import PolarityModel
+    from napari_bioid.engine.karyo.training import ChainSet, fit_temperature
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    up = rng.random(n) < 0.5
+    # a model right 90 % of the time but always claiming ~99.97 % (log-odds ±8)
+    right = rng.random(n) < 0.9
+    said_up = np.where(right, up, ~up)
+    d = np.where(said_up, 8.0, -8.0) * rng.uniform(0.8, 1.2, n)
+
+    class Fixed(PolarityModel):
+        def log_odds_squares(self, squares, *args, **kwargs):
+            return d
+
+    model = Fixed(depth=18, width=4, size=8)
+    data = ChainSet(np.zeros((n, 8, 8), np.uint8), up, np.arange(n), [], 1)
+    t = fit_temperature(model, data)
+    assert t > 2.0
+
+    def ece(temp):
+        p = 1 / (1 + np.exp(-d / temp))
+        return expected_calibration_error(np.maximum(p, 1 - p), (p >= 0.5) == up)
+
+    assert ece(t) < 0.03 < ece(1.0)
+    with pytest.raises(BioidInputError):
+        fit_temperature(model, ChainSet(np.zeros((0, 8, 8), np.uint8), np.zeros(0, bool), np.zeros(0, int), [], 1))

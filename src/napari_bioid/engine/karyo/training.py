@@ -153,19 +153,28 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
     return float(ece)
 
 
+def chain_inputs(data: ChainSet) -> np.ndarray:
+    """The squares as the chain leaves them: uint8 (N, S, S), turned 180° where ``data.up`` is False."""
+    x = data.squares.copy()
+    x[~data.up] = x[~data.up, ::-1, ::-1]
+    return x
+
+
 def evaluate_polarity(model: PolarityModel, data: ChainSet, batch_size: int = 128, device: Optional[str] = None,
-                      progress: Optional[ProgressCallback] = None, cancel: Any = None, review_threshold: float = 0.9) -> Dict[str, Any]:
+                      progress: Optional[ProgressCallback] = None, cancel: Any = None, review_threshold: float = 0.9,
+                      p_up: Optional[np.ndarray] = None) -> Dict[str, Any]:
     """Polarity accuracy of ``model`` on chain outputs, overall and per chromosome class.
 
     Each row is fed as the chain left it (p-arm up if ``data.up`` else turned
     180°). "Positive" = up, as in the reference's TP/FP/TN/FN. Returns a
     JSON-ready dict: ``accuracy``, ``n``, ``tp``, ``fp``, ``tn``, ``fn``,
     ``per_chromosome`` {name: {"n", "accuracy"}}, ``weakest`` (the three
-    classes with the lowest accuracy).
+    classes with the lowest accuracy), ``ece``, ``errors_below_review`` (share
+    of the errors whose confidence is under ``review_threshold``), ``flagged``
+    (share of all crops under it). ``p_up``: the model's probabilities for
+    ``data`` as fed here (:func:`chain_inputs`), when already computed.
     """
-    x = data.squares.copy()
-    x[~data.up] = x[~data.up, ::-1, ::-1]
-    p = model.p_up_squares(x, batch_size, progress, cancel, device)
+    p = model.p_up_squares(chain_inputs(data), batch_size, progress, cancel, device) if p_up is None else np.asarray(p_up)
     pred, truth = p >= 0.5, data.up
     tp, fp = int(np.sum(pred & truth)), int(np.sum(pred & ~truth))
     tn, fn = int(np.sum(~pred & ~truth)), int(np.sum(~pred & truth))
@@ -352,9 +361,7 @@ def fit_temperature(model: PolarityModel, data: ChainSet, device: Optional[str] 
 
     if len(data) == 0:
         raise BioidInputError("no validation crops to fit the temperature on")
-    x = data.squares.copy()
-    x[~data.up] = x[~data.up, ::-1, ::-1]
-    d = model.log_odds_squares(x, 128, None, cancel, device)
+    d = model.log_odds_squares(chain_inputs(data), 128, None, cancel, device)
     sign = np.where(data.up, 1.0, -1.0)
 
     def nll(log_t):
