@@ -40,3 +40,32 @@ def test_pick_without_model_uses_the_shipped_one(tmp_path, capsys):
 
     summary = json.loads(capsys.readouterr().out)
     assert summary["evaluation"]["f1"] >= 0.8, summary
+
+
+def test_pick_bin_auto_picks_a_finer_tomogram_at_the_models_voxel_size(tmp_path, capsys):
+    """A 5 Å tomogram and the 10 Å model: --bin auto bins 2× and writes picks in the tomogram's own voxels."""
+    import json
+
+    import mrcfile
+    import pandas as pd
+    from scipy import ndimage as ndi
+
+    from napari_bioid.cli import main
+    from napari_bioid.engine.io import write_mrc
+
+    sample = default_model_path().parents[1] / "sample_data" / "sample_tomogram.mrc"
+    if not sample.is_file():
+        pytest.skip("sample data not in this installation")
+    fine = ndi.zoom(mrcfile.read(sample).astype("float32"), 2, order=3)  # the same specimen at 5 Å (cubic: linear blurs it)
+    write_mrc(tmp_path / "fine.mrc", fine, 5.0)
+    truth = pd.read_csv(sample.with_name("sample_truth.csv"))
+    pd.DataFrame({f"{c}_A": truth[c] * 10.0 for c in ("x", "y", "z")}).to_csv(tmp_path / "truth_A.csv", index=False)
+    args = ["tomo", "pick", str(tmp_path / "fine.mrc"), "--out", str(tmp_path / "p.csv"), "--truth", str(tmp_path / "truth_A.csv"),
+            "--tolerance", "6"]
+    assert main(args + ["--bin", "auto"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["bin"] == 2 and summary["evaluation"]["f1"] >= 0.8, summary
+    picks = pd.read_csv(tmp_path / "p.csv")
+    assert picks["x"].max() > 130  # in the 5 Å tomogram's voxels (256 wide), not the binned 128
+    assert main(args[:4] + [str(tmp_path / "q.csv"), "--bin", "0"]) != 0
+    assert not (tmp_path / "q.csv").exists()

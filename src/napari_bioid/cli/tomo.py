@@ -76,6 +76,10 @@ def _add_tomo(sub) -> None:
     pk.add_argument("--skip-flat", type=float, default=None, metavar="STD",
                     help="opt-in: skip windows whose normalised standard deviation is below STD (e.g. 0.05: padding, "
                          "masked or empty volume outside the sample); their centres are background")
+    pk.add_argument("--bin", default="1", metavar="N|auto",
+                    help="bin the tomogram N× (mean of N³ voxels) before picking; 'auto': by round(model voxel size / "
+                         "tomogram voxel size) when the tomogram is ≥ 1.5× finer (N³ times less work). Picks are written "
+                         "in the tomogram's own voxels")
     pk.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default="float32",
                     help="network arithmetic: float32 (default); bfloat16 on GPUs or CPUs with AVX-512 BF16/AMX; float16 on GPUs")
     pk.add_argument("--overwrite", action="store_true")
@@ -264,10 +268,27 @@ def _tomo_pick(args) -> int:
     else:
         vol = read_volume(args.tomogram, level=args.level, target_voxel_size=model.config.voxel_size)
     voxel_size = args.voxel_size or vol.voxel_size
-    model.check_voxel_size(voxel_size)
     truth = read_coordinates(args.truth, voxel_size, vol.shape) if args.truth else None
     if args.chunk_slices is not None and args.chunk_slices < 1:
         raise BioidInputError(f"--chunk-slices must be ≥ 1, got {args.chunk_slices}")
+    from ..engine.tomo.preprocess import bin_factor, bin_volume, unbin_coordinates
+
+    if args.bin == "auto":
+        factor = bin_factor(voxel_size, model.config.voxel_size)
+    else:
+        try:
+            factor = int(args.bin)
+        except ValueError:
+            factor = 0
+        if factor < 1:
+            raise BioidInputError(f"--bin must be a whole number ≥ 1 or 'auto', got {args.bin!r}")
+    data, pick_voxel_size = vol.data, voxel_size
+    if factor > 1:
+        data = bin_volume(vol.data, factor)
+        pick_voxel_size = voxel_size * factor if voxel_size else None
+        print(f"picking at bin {factor}: {tuple(data.shape)} voxels"
+              + (f" of {pick_voxel_size:g} Å" if pick_voxel_size else ""), file=sys.stderr)
+    model.check_voxel_size(pick_voxel_size)
     bar = TqdmProgress("pick")
     kwargs = dict(threshold=DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
                   min_score=DEFAULT_MIN_SCORE if args.min_score is None else args.min_score,
@@ -278,19 +299,21 @@ def _tomo_pick(args) -> int:
             from ..engine.io.volumes import create_volume
             from ..engine.tomo.picking import pick_chunked
 
-            with create_volume(args.probability_out, vol.shape, voxel_size, overwrite=args.overwrite) as out:
-                res = pick_chunked(vol.data, model, chunk_slices=args.chunk_slices or 64, probability_out=out, **kwargs)
+            with create_volume(args.probability_out, data.shape, pick_voxel_size, overwrite=args.overwrite) as out:
+                res = pick_chunked(data, model, chunk_slices=args.chunk_slices or 64, probability_out=out, **kwargs)
         elif args.chunk_slices is not None:
             from ..engine.tomo.picking import pick_chunked
 
-            res = pick_chunked(vol.data, model, chunk_slices=args.chunk_slices, **kwargs)
+            res = pick_chunked(data, model, chunk_slices=args.chunk_slices, **kwargs)
         else:
-            res = pick(vol.data, model, **kwargs)
+            res = pick(data, model, **kwargs)
     finally:
         bar.close()
     from ..engine.tomo.picking import export_table
 
     picks = export_table(res)
+    if factor > 1:
+        picks = unbin_coordinates(picks, factor)
     names = {c.class_id: c.name for c in model.config.classes}
     if args.out is not None:
         write_coordinates(picks, args.out, voxel_size, vol.shape, overwrite=args.overwrite)
@@ -309,6 +332,8 @@ def _tomo_pick(args) -> int:
         save_overview(args.overview, vol.data, picks, truth, radius=radius, overwrite=args.overwrite)
     counts = picks["class_id"].value_counts().sort_index()
     summary = {"picks": int(len(picks)), "per_class": {names[int(k)]: int(v) for k, v in counts.items()}, "out": str(args.out)}
+    if factor > 1:
+        summary["bin"] = factor
     if project is not None:
         summary["copick"] = {"run": args.run, "pick_sets": written, "voxel_size": voxel_size}
     if truth is not None:
