@@ -75,6 +75,46 @@ class ResBlock3d(nn.Module):
         return self.act(self.body(x) + self.shortcut(x))
 
 
+def run_unet(net: nn.Module, x: torch.Tensor, crop: int, pool, call, head) -> torch.Tensor:
+    """The U-Net pass shared by :class:`ResUNet3d` and :class:`FoldedResUNet3d`.
+
+    ``net`` has ``channels``, ``encoders``, ``ups``, ``decoders`` and
+    ``decoder_regions``; ``pool(t)`` halves, ``call(block, t, region)`` runs a
+    block, ``head(t)`` gives the logits. With ``crop`` > 0 each decoder runs
+    only on its :meth:`ResUNet3d.decoder_regions` range and the result is the
+    central ``[crop, n − crop)`` per axis.
+    """
+    size = list(x.shape[2:])
+    if crop < 0 or any(2 * crop >= n for n in size):
+        raise ValueError(f"crop {crop} must be ≥ 0 and leave voxels of a {tuple(size)} input")
+    skips = []
+    for i, enc in enumerate(net.encoders):
+        if i:
+            x = pool(x)
+        x = call(enc, x, None)
+        skips.append(x)
+    levels = len(net.channels)
+    if crop == 0:
+        for up, dec, skip in zip(net.ups, net.decoders, reversed(skips[:-1])):
+            x = call(dec, torch.cat([up(x), skip], dim=1), None)
+        return head(x)
+    regions = net.decoder_regions(size, crop)
+    low = regions[levels - 2]  # the deepest level's part that the lowest decoder's input region comes from
+    x = x[(...,) + tuple(slice(a // 2, b // 2) for a, b in low)]
+    for k, (up, dec) in enumerate(zip(net.ups, net.decoders)):
+        lv = levels - 2 - k
+        rng = regions[lv]
+        n_lv = [n // 2**lv for n in size]
+        sl = (...,) + tuple(slice(a, b) for a, b in rng)
+        x = call(dec, torch.cat([up(x), skips[lv][sl]], dim=1), [(a, n) for (a, _), n in zip(rng, n_lv)])
+        if lv:  # keep what the next decoder's input region needs
+            nxt = regions[lv - 1]
+            x = x[(...,) + tuple(slice(a2 // 2 - a, b2 // 2 - a) for (a, _), (a2, b2) in zip(rng, nxt))]
+        else:
+            x = x[(...,) + tuple(slice(crop - a, n - crop - a) for (a, _), n in zip(rng, size))]
+    return head(x)
+
+
 class ResUNet3d(nn.Module):
     """Residual 3D U-Net with CoordConv at the input of every block.
 
@@ -154,36 +194,7 @@ class ResUNet3d(nn.Module):
         rounding) at a fraction of the cost: sliding-window inference keeps
         only that centre (72³ blocks, pad 18: 42 % fewer multiply-adds).
         """
-        size = list(x.shape[2:])
-        if crop < 0 or any(2 * crop >= n for n in size):
-            raise ValueError(f"crop {crop} must be ≥ 0 and leave voxels of a {tuple(size)} input")
-        skips = []
-        for i, enc in enumerate(self.encoders):
-            if i:
-                x = self.pool(x)
-            x = self._block(enc, x, None)
-            skips.append(x)
-        if crop == 0:
-            for up, dec, skip in zip(self.ups, self.decoders, reversed(skips[:-1])):
-                x = self._block(dec, torch.cat([up(x), skip], dim=1), None)
-            return self.head(x)
-        regions = self.decoder_regions(size, crop)
-        levels = len(self.channels)
-        # the deepest level's part that the lowest decoder's input region comes from
-        low = regions[levels - 2]
-        x = x[(...,) + tuple(slice(a // 2, b // 2) for a, b in low)]
-        for k, (up, dec) in enumerate(zip(self.ups, self.decoders)):
-            lv = levels - 2 - k
-            rng = regions[lv]
-            n_lv = [n // 2**lv for n in size]
-            sl = (...,) + tuple(slice(a, b) for a, b in rng)
-            x = self._block(dec, torch.cat([up(x), skips[lv][sl]], dim=1), [(a, n) for (a, _), n in zip(rng, n_lv)])
-            if lv:  # keep what the next decoder's input region needs
-                nxt = regions[lv - 1]
-                x = x[(...,) + tuple(slice(a2 // 2 - a, b2 // 2 - a) for (a, _), (a2, b2) in zip(rng, nxt))]
-            else:
-                x = x[(...,) + tuple(slice(crop - a, n - crop - a) for (a, _), n in zip(rng, size))]
-        return self.head(x)
+        return run_unet(self, x, crop, self.pool, lambda blk, t, region: self._block(blk, t, region), self.head)
 
 
 def _fold(conv: nn.Conv3d, bn: nn.BatchNorm3d) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -297,7 +308,7 @@ class FoldedResUNet3d(nn.Module):
         self.channels = net.channels
         self.encoders = nn.ModuleList(_FoldedBlock(b) for b in net.encoders)
         self.decoders = nn.ModuleList(_FoldedBlock(b) for b in net.decoders)
-        self.ups = nn.ModuleList(copy_module(u) for u in net.ups)
+        self.ups = nn.ModuleList(_copy_module(u) for u in net.ups)
         self.head_w = nn.Parameter(net.head.weight.detach().clone(), requires_grad=False)
         self.head_b = nn.Parameter(net.head.bias.detach().clone(), requires_grad=False)
         self.divisor = net.divisor
@@ -307,35 +318,11 @@ class FoldedResUNet3d(nn.Module):
 
     def forward(self, x: torch.Tensor, crop: int = 0) -> torch.Tensor:
         """As :meth:`ResUNet3d.forward`; returns float32 (B, out, …) logits in channels-last memory."""
-        size = list(x.shape[2:])
-        if crop < 0 or any(2 * crop >= n for n in size):
-            raise ValueError(f"crop {crop} must be ≥ 0 and leave voxels of a {tuple(size)} input")
         x = x.contiguous(memory_format=torch.channels_last_3d)
-        skips = []
-        for i, enc in enumerate(self.encoders):
-            if i:
-                x = _pool2(x)
-            x = enc(x)
-            skips.append(x)
-        levels = len(self.channels)
-        regions = self.decoder_regions(size, crop) if crop else [[(0, n // 2**lv) for n in size] for lv in range(levels - 1)]
-        low = regions[levels - 2]
-        x = x[(...,) + tuple(slice(a // 2, b // 2) for a, b in low)]
-        for k, (up, dec) in enumerate(zip(self.ups, self.decoders)):
-            lv = levels - 2 - k
-            rng = regions[lv]
-            n_lv = [n // 2**lv for n in size]
-            sl = (...,) + tuple(slice(a, b) for a, b in rng)
-            x = dec(torch.cat([up(x), skips[lv][sl]], dim=1), [(a, n) for (a, _), n in zip(rng, n_lv)])
-            if lv:
-                nxt = regions[lv - 1]
-                x = x[(...,) + tuple(slice(a2 // 2 - a, b2 // 2 - a) for (a, _), (a2, b2) in zip(rng, nxt))]
-            else:
-                x = x[(...,) + tuple(slice(crop - a, n - crop - a) for (a, _), n in zip(rng, size))]
-        return _pointwise(x, self.head_w, self.head_b)
+        return run_unet(self, x, crop, _pool2, lambda blk, t, region: blk(t, region), lambda t: _pointwise(t, self.head_w, self.head_b))
 
 
-def copy_module(m: nn.Module) -> nn.Module:
+def _copy_module(m: nn.Module) -> nn.Module:
     import copy
 
     return copy.deepcopy(m).eval().requires_grad_(False)
