@@ -192,7 +192,7 @@ class ResUNet3d(nn.Module):
         output depends on it (:meth:`decoder_regions`), so the result equals
         ``forward(x)[..., crop:-crop, crop:-crop, crop:-crop]`` (to float
         rounding) at a fraction of the cost: sliding-window inference keeps
-        only that centre (72³ blocks, pad 18: 42 % fewer multiply-adds).
+        only that centre (72³ blocks, pad 18: 40 % fewer FLOPs, 126.8 → 75.5 GFLOP).
         """
         return run_unet(self, x, crop, self.pool, lambda blk, t, region: self._block(blk, t, region), self.head)
 
