@@ -58,7 +58,7 @@ def _is_complete(tomogram: Path, out_dir: Path, key: dict) -> bool:
     return rec.get("key") == key
 
 
-def _write_outputs(res, model, tomogram: str, out_dir: str, voxel_size, shape, key: dict, row: dict, t0: float) -> None:
+def _write_outputs(res, tomogram: str, out_dir: str, voxel_size, shape, key: dict, row: dict, t0: float) -> None:
     """The picks CSV, then its completion record (both atomic); fills ``row``."""
     from ..io import write_coordinates
 
@@ -73,7 +73,8 @@ def _write_outputs(res, model, tomogram: str, out_dir: str, voxel_size, shape, k
         Path(tmp).write_text(json.dumps({"key": key, **row}, indent=1))
 
 
-def _open(tomogram: str, model_path: str, params: dict, threads: int):
+def _open(tomogram: str, model_path: str, threads: int):
+    """The picking model and the tomogram (lazily; OME-Zarr at the level nearest the model's voxel size); ``threads`` > 0 sets torch's."""
     import torch
 
     from ..io import read_volume
@@ -91,7 +92,7 @@ def tomogram_normalizer(tomogram: str, model_path: str, params: dict):
     from ..io.volumes import _check_volume
     from .preprocess import Normalizer
 
-    model, vol = _open(tomogram, model_path, params, 1)
+    model, vol = _open(tomogram, model_path, 1)
     _check_volume(vol.data, tomogram, True)
     return Normalizer.fit(vol.data, model.config.normalization, model.config.lowpass_sigma)
 
@@ -100,7 +101,7 @@ def slab_task(tomogram: str, model_path: str, params: dict, normalizer, z0: int,
     """Task: the NMS candidates of slices ``[z0, z1)`` of a tomogram (:func:`.picking.slab_candidates`)."""
     from .picking import slab_candidates
 
-    model, vol = _open(tomogram, model_path, params, threads)
+    model, vol = _open(tomogram, model_path, threads)
     return slab_candidates(vol.data, model, z0, z1, normalizer, threshold=params["threshold"], batch_size=params["batch_size"])
 
 
@@ -109,10 +110,10 @@ def merge_task(tomogram: str, out_dir: str, model_path: str, key: dict, params: 
     from .picking import merge_candidates
 
     row = {"tomogram": tomogram, "status": "failed", "picks": 0, "seconds": 0.0, "error": "", "out": ""}
-    model, vol = _open(tomogram, model_path, params, 1)
+    model, vol = _open(tomogram, model_path, 1)
     voxel_size = params.get("voxel_size") or vol.voxel_size
     res = merge_candidates(tables, model, params["min_score"], params.get("distance"))
-    _write_outputs(res, model, tomogram, out_dir, voxel_size, vol.shape, key, row, time.perf_counter())
+    _write_outputs(res, tomogram, out_dir, voxel_size, vol.shape, key, row, time.perf_counter())
     row["seconds"] = round(time.time() - t0_wall, 2)  # from submission to the written record
     return row
 
@@ -125,14 +126,14 @@ def pick_one(tomogram: str, out_dir: str, model_path: str, key: dict, params: di
         from ..io.volumes import _check_volume
         from .picking import pick, pick_chunked
 
-        model, vol = _open(tomogram, model_path, params, threads)  # OME-Zarr: the level nearest the model's
+        model, vol = _open(tomogram, model_path, threads)  # OME-Zarr: the level nearest the model's
         _check_volume(vol.data, tomogram, True)
         voxel_size = params.get("voxel_size") or vol.voxel_size
         model.check_voxel_size(voxel_size)
         kw = dict(threshold=params["threshold"], min_score=params["min_score"], distance=params.get("distance"), batch_size=params["batch_size"])
         chunk = params.get("chunk_slices")
         res = pick_chunked(vol.data, model, chunk_slices=chunk, **kw) if chunk else pick(vol.data, model, **kw)
-        _write_outputs(res, model, tomogram, out_dir, voxel_size, vol.shape, key, row, t0)
+        _write_outputs(res, tomogram, out_dir, voxel_size, vol.shape, key, row, t0)
     except BaseException as exc:  # noqa: BLE001 - a task reports its failure instead of killing the batch
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -150,7 +151,7 @@ def _submit_slabs(client, tomogram: str, out_dir: str, model_path: str, key: dic
     from .picking import slab_bounds
 
     try:
-        model, vol = _open(tomogram, model_path, params, 0)
+        model, vol = _open(tomogram, model_path, 0)
         slabs = slab_bounds(vol.shape[0], model.config.block_size, model.config.pad_size, slab_slices)
     except Exception:  # noqa: BLE001 - reported by the task
         return client.submit(pick_one, tomogram, out_dir, model_path, key, params, threads, pure=False)
