@@ -346,11 +346,17 @@ def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 22
     return model
 
 
-def fit_temperature(model: PolarityModel, data: ChainSet, device: Optional[str] = None, cancel: Any = None) -> float:
+def _sigmoid(d: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-d))
+
+
+def fit_temperature(model: PolarityModel, data: ChainSet, device: Optional[str] = None, cancel: Any = None,
+                    log_odds: Optional[np.ndarray] = None) -> float:
     """Temperature T minimising the negative log-likelihood of ``data`` (Guo et al., ICML 2017).
 
-    Uses the model's log-odds as the chain feeds them (mirror averaging as set);
-    T is searched on log T ∈ [−3, 3] (bounded Brent). Does not change ``model``.
+    Uses the model's log-odds as the chain feeds them (mirror averaging as set;
+    ``log_odds``: those, when already computed); T is searched on
+    log T ∈ [−3, 3] (bounded Brent). Does not change ``model``.
 
     Raises
     ------
@@ -361,7 +367,7 @@ def fit_temperature(model: PolarityModel, data: ChainSet, device: Optional[str] 
 
     if len(data) == 0:
         raise BioidInputError("no validation crops to fit the temperature on")
-    d = model.log_odds_squares(chain_inputs(data), 128, None, cancel, device)
+    d = model.log_odds_squares(chain_inputs(data), 128, None, cancel, device) if log_odds is None else np.asarray(log_odds)
     sign = np.where(data.up, 1.0, -1.0)
 
     def nll(log_t):
@@ -381,16 +387,18 @@ def finish_model(model: PolarityModel, val: Optional[ChainSet], test: ChainSet, 
     (with the validation ECE before and after) and ``metrics["test"]``.
     """
     if val is not None and len(val):
-        acc = {}
-        for flag in (False, True):
+        x = chain_inputs(val)
+        log_odds, acc = {}, {}
+        for flag in (False, True):  # the network runs once per setting; everything below is derived from its log-odds
             model.mirror = flag
-            acc["on" if flag else "off"] = evaluate_polarity(model, val, device=device, cancel=cancel)["accuracy"]
+            log_odds[flag] = model.log_odds_squares(x, 128, None, cancel, device)
+            acc["on" if flag else "off"] = evaluate_polarity(model, val, p_up=_sigmoid(log_odds[flag]))["accuracy"]
         model.mirror = acc["on"] > acc["off"]
         model.metrics["val_mirror"] = acc
-        model.temperature = 1.0
-        before = evaluate_polarity(model, val, device=device, cancel=cancel)["ece"]
-        model.temperature = fit_temperature(model, val, device=device, cancel=cancel)
-        after = evaluate_polarity(model, val, device=device, cancel=cancel)["ece"]
+        d = log_odds[model.mirror]
+        model.temperature = fit_temperature(model, val, log_odds=d)
+        before = evaluate_polarity(model, val, p_up=_sigmoid(d))["ece"]
+        after = evaluate_polarity(model, val, p_up=_sigmoid(d / model.temperature))["ece"]
         model.metrics["temperature"] = {"value": model.temperature, "val_ece_before": before, "val_ece_after": after}
     model.metrics["test"] = evaluate_polarity(model, test, device=device, cancel=cancel)
     return model

@@ -194,7 +194,7 @@ class ResUNet3d(nn.Module):
         rounding) at a fraction of the cost: sliding-window inference keeps
         only that centre (72³ blocks, pad 18: 40 % fewer FLOPs, 126.8 → 75.5 GFLOP).
         """
-        return run_unet(self, x, crop, self.pool, lambda blk, t, region: self._block(blk, t, region), self.head)
+        return run_unet(self, x, crop, self.pool, self._block, self.head)
 
 
 def _fold(conv: nn.Conv3d, bn: nn.BatchNorm3d) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -297,7 +297,7 @@ class FoldedResUNet3d(nn.Module):
 
     BatchNorm folded into the convolutions, CoordConv as cached fields
     (:class:`_FoldedBlock`), channels-last memory, 1×1×1 convolutions as matrix
-    products and pooling by reshaping, so no operation leaves the layout
+    products and pooling by strided views, so no operation leaves the layout
     oneDNN convolves fastest in. Outputs equal the source network's in eval mode
     to float rounding (tested). Build it with :func:`fold_for_inference`; it
     does not follow later changes to the source's weights.
@@ -311,10 +311,10 @@ class FoldedResUNet3d(nn.Module):
         self.ups = nn.ModuleList(_copy_module(u) for u in net.ups)
         self.head_w = nn.Parameter(net.head.weight.detach().clone(), requires_grad=False)
         self.head_b = nn.Parameter(net.head.bias.detach().clone(), requires_grad=False)
-        self.divisor = net.divisor
-        self.decoder_regions = net.decoder_regions
         self.to(memory_format=torch.channels_last_3d)
         self.eval()
+
+    decoder_regions = ResUNet3d.decoder_regions  # depends on ``channels`` only
 
     def forward(self, x: torch.Tensor, crop: int = 0) -> torch.Tensor:
         """As :meth:`ResUNet3d.forward`; returns float32 (B, out, …) logits in channels-last memory."""
