@@ -23,9 +23,16 @@ def _add_karyo(sub) -> None:
     tr.add_argument("--batch-size", type=int, default=32)
     tr.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (× 0.1 at 60 %% and 90 %% of the epochs)")
     tr.add_argument("--variants", type=int, default=2, help="random input angles per training crop")
-    tr.add_argument("--augment-shift", action="store_true",
-                    help="every second training angle also gets another lab's imaging (random scale, blur, contrast, "
-                         "gamma, background, noise, JPEG)")
+    aug = tr.add_mutually_exclusive_group()
+    aug.add_argument("--augment-shift", action="store_true",
+                     help="every second training angle also gets another lab's imaging (random scale, blur, contrast, "
+                          "gamma, background, noise, JPEG)")
+    aug.add_argument("--augment-lab", action="store_true",
+                     help="as --augment-shift, but every fourth angle gets a whole other lab at once (smaller, softer, "
+                          "fainter, noisier, JPEG)")
+    tr.add_argument("--init", default=None,
+                    help="fine-tune this polarity model file ('default': the shipped one) instead of starting from "
+                         "random weights; its depth, width and size are used (give a smaller --lr, e.g. 0.003)")
     tr.add_argument("--test-fraction", type=float, default=0.3, help="fraction of the cases held out for the test")
     tr.add_argument("--max-cases", type=int, default=None, help="use at most this many training cases")
     tr.add_argument("--workers", type=int, default=1, help="processes that prepare the crops")
@@ -55,6 +62,11 @@ def _karyo_train(args) -> int:
     prepare_output(metrics_path, args.overwrite)
     if not 0 < args.test_fraction < 1:
         raise BioidInputError("--test-fraction must be between 0 and 1")
+    init = None
+    if args.init is not None:
+        from ..engine.karyo.polarity import load_polarity_model
+
+        init = load_polarity_model(None if args.init == "default" else Path(args.init))
     bar = TqdmProgress("karyo")
 
     def on_epoch(rec):
@@ -66,7 +78,8 @@ def _karyo_train(args) -> int:
         model = train_from_folder(args.data, depth=args.depth, width=args.width, size=args.size, epochs=args.epochs,
                                   batch_size=args.batch_size, lr=args.lr, variants=args.variants,
                                   test_fraction=args.test_fraction, max_cases=args.max_cases, workers=args.workers,
-                                  cache_dir=args.cache, seed=args.seed, augment=args.augment_shift,
+                                  cache_dir=args.cache, seed=args.seed,
+                                  augment="lab" if args.augment_lab else args.augment_shift, init=init,
                                   device=args.device, progress=bar,
                                   on_epoch=on_epoch, log=lambda m: print(m, file=sys.stderr))
     finally:

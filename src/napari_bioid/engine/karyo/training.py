@@ -23,7 +23,7 @@ import copy
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from ..train.optim import pick_device, seed_everything
 from .data import Crop, read_crop, to_square
 from .karyogram import ORDER
 from .polarity import DOWN, UP, PolarityModel
-from .shift import RANDOM_SHIFT, random_shift, shift_crop
+from .shift import RANDOM_LAB, RANDOM_SHIFT, random_shift, shift_crop
 from .rotate import background_fill, normalise_crop, rotate_image, upright_angle
 
 
@@ -80,8 +80,31 @@ def chain_example(image: np.ndarray, theta: float, size: int):
     return to_square(canonical, size), up, a
 
 
+#: training augmentation modes of :func:`build_chain_set`
+AUGMENT_MODES = ("none", "shift", "lab")
+
+
+def augment_mode(augment: Union[bool, str, None]) -> str:
+    """``augment`` of :func:`build_chain_set` as one of :data:`AUGMENT_MODES` (``True`` = "shift")."""
+    mode = {False: "none", None: "none", True: "shift"}.get(augment, augment) if not isinstance(augment, str) else augment
+    if mode not in AUGMENT_MODES:
+        raise BioidInputError(f"unknown augmentation {augment!r} (one of {', '.join(AUGMENT_MODES)})")
+    return mode
+
+
+def variant_table(mode: str, v: int) -> Optional[dict]:
+    """The :func:`.shift.random_shift` table of a crop's variant ``v`` (``None``: the crop as read).
+
+    Even variants stay as read; odd ones get :data:`.shift.RANDOM_SHIFT`, and
+    with ``mode="lab"`` every second odd one (3, 7, …) :data:`.shift.RANDOM_LAB`.
+    """
+    if mode == "none" or v % 2 == 0:
+        return None
+    return RANDOM_LAB if mode == "lab" and v % 4 == 3 else RANDOM_SHIFT
+
+
 def _chunk(args):
-    paths, thetas, size, shift, augment, seed = args
+    paths, thetas, size, shift, mode, seed = args
     out = []
     rng = np.random.default_rng(seed)
     for path, th in zip(paths, thetas):
@@ -89,21 +112,24 @@ def _chunk(args):
         if shift is not None:
             img = shift_crop(img, shift[0], shift[1], rng)
         for v, t in enumerate(th):
-            src = random_shift(img, rng) if augment and v % 2 == 1 else img
+            table = variant_table(mode, v)
+            src = img if table is None else random_shift(img, rng, table)
             out.append(chain_example(src, t, size)[:2])
     return out
 
 
 def build_chain_set(crops: Sequence[Crop], size: int = 224, variants: int = 1, seed: int = 0, workers: int = 1,
                     progress: Optional[ProgressCallback] = None, cancel: Any = None, shift: Optional[tuple] = None,
-                    augment: bool = False) -> ChainSet:
+                    augment: Union[bool, str] = False) -> ChainSet:
     """Read every crop and run it through the chain at ``variants`` random angles in [0°, 360°).
 
     ``shift``: ``(kind, level)`` of :func:`.shift.shift_crop`, applied to each
     crop (standing p-arm up) before the chain: the domain-shift test sets.
-    ``augment``: every second variant of a crop (variants 1, 3, …) is first
-    changed by :func:`.shift.random_shift` (another lab's size, optics,
-    contrast, noise, JPEG, background), the others stay as read.
+    ``augment``: ``True`` or ``"shift"``: every second variant of a crop
+    (variants 1, 3, …) is first changed by :func:`.shift.random_shift`
+    (another lab's size, optics, contrast, noise, JPEG, background), the
+    others stay as read; ``"lab"``: as "shift", but variants 3, 7, … get a
+    whole other lab at once (:data:`.shift.RANDOM_LAB`), see :func:`variant_table`.
 
     Memory: N · variants · size² bytes (22,500 crops at 224² ≈ 1.1 GB per variant).
     ``workers`` > 1 uses that many processes.
@@ -111,8 +137,9 @@ def build_chain_set(crops: Sequence[Crop], size: int = 224, variants: int = 1, s
     Raises
     ------
     BioidInputError
-        No crops, or an unreadable crop.
+        No crops, an unreadable crop, or an unknown ``augment``.
     """
+    mode = augment_mode(augment)
     crops = list(crops)
     if not crops:
         raise BioidInputError("no crops to build a training set from")
@@ -121,7 +148,7 @@ def build_chain_set(crops: Sequence[Crop], size: int = 224, variants: int = 1, s
     squares = np.empty((len(crops) * variants, size, size), np.uint8)
     up = np.empty(len(crops) * variants, bool)
     step = 256
-    jobs = [([c.path for c in crops[i : i + step]], thetas[i : i + step], size, shift, augment, seed * 100_003 + i) for i in range(0, len(crops), step)]
+    jobs = [([c.path for c in crops[i : i + step]], thetas[i : i + step], size, shift, mode, seed * 100_003 + i) for i in range(0, len(crops), step)]
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
         results = pool.map(_chunk, jobs) if pool else map(_chunk, jobs)
@@ -197,7 +224,7 @@ def train_polarity(train: ChainSet, val: Optional[ChainSet] = None, depth: int =
                    batch_size: int = 32, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4,
                    milestones: Sequence[float] = (0.6, 0.9), seed: int = 0, device: Optional[str] = None,
                    progress: Optional[ProgressCallback] = None, cancel: Any = None,
-                   on_epoch: Optional[Callable[[dict], None]] = None) -> PolarityModel:
+                   on_epoch: Optional[Callable[[dict], None]] = None, init: Optional[PolarityModel] = None) -> PolarityModel:
     """Train a polarity ResNet with the reference recipe on chain outputs.
 
     Each epoch visits every training crop once, at one of its ``variants``
@@ -206,6 +233,9 @@ def train_polarity(train: ChainSet, val: Optional[ChainSet] = None, depth: int =
     the epoch with the best validation accuracy are kept (``val`` should hold
     whole cases that are neither training nor test cases). ``on_epoch``
     receives ``{"epoch", "loss", "train_accuracy", "val_accuracy", "lr", "seconds"}``.
+    ``init``: fine-tune this model's weights (its depth, width, input size and
+    normalisation replace ``depth`` and ``width``; ``init`` is not changed),
+    e.g. the shipped model on a lab's own crops, with a smaller ``lr``.
 
     Returns a :class:`PolarityModel` whose ``metrics`` hold the history and the
     validation accuracy.
@@ -213,7 +243,8 @@ def train_polarity(train: ChainSet, val: Optional[ChainSet] = None, depth: int =
     Raises
     ------
     BioidInputError
-        Empty training set or squares of inconsistent size.
+        Empty training set, squares of inconsistent size, or squares of
+        another size than ``init``'s input.
     Cancelled
         ``cancel`` was set.
     """
@@ -222,7 +253,12 @@ def train_polarity(train: ChainSet, val: Optional[ChainSet] = None, depth: int =
     size = train.squares.shape[1]
     rng = seed_everything(seed)
     dev = pick_device(device)
-    model = PolarityModel(depth, width, size)
+    if init is not None:
+        if init.size != size:
+            raise BioidInputError(f"the model to fine-tune takes {init.size}-px squares, the training set has {size}-px ones")
+        model = PolarityModel(init.depth, init.width, size, init.mean, init.std, net=copy.deepcopy(init.net))
+    else:
+        model = PolarityModel(depth, width, size)
     net = model.net.to(dev)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     steps = [max(1, int(round(m * epochs))) for m in milestones]
@@ -269,7 +305,8 @@ def train_polarity(train: ChainSet, val: Optional[ChainSet] = None, depth: int =
         net.load_state_dict(best_state)
     net.to("cpu").eval()
     model.metrics = {"recipe": {"optimizer": "SGD", "lr": lr, "momentum": momentum, "weight_decay": weight_decay,
-                                "batch_size": batch_size, "epochs": epochs, "milestones": steps, "hflip": 0.5},
+                                "batch_size": batch_size, "epochs": epochs, "milestones": steps, "hflip": 0.5,
+                                "initial_weights": "fine-tuned" if init is not None else "random"},
                      "train_crops": n_crops, "train_cases": len({c.case for c in train.crops}),
                      "variants_per_crop": k, "history": history,
                      "best_val_accuracy": best_acc if best_state is not None else None}
@@ -277,7 +314,7 @@ def train_polarity(train: ChainSet, val: Optional[ChainSet] = None, depth: int =
 
 
 def _cached_chain_set(name: str, cache_dir, crops, size: int, variants: int, seed: int, workers: int,
-                      progress: Optional[ProgressCallback], cancel: Any, augment: bool = False) -> ChainSet:
+                      progress: Optional[ProgressCallback], cancel: Any, augment: Union[bool, str] = False) -> ChainSet:
     """:func:`build_chain_set`, stored as ``.npz`` under ``cache_dir`` (keyed by the crop list) when given."""
     import hashlib
     from pathlib import Path
@@ -285,7 +322,9 @@ def _cached_chain_set(name: str, cache_dir, crops, size: int, variants: int, see
     path = None
     if cache_dir is not None:
         key = hashlib.sha1("\n".join(str(c.path) for c in crops).encode()).hexdigest()[:12]
-        path = Path(cache_dir) / f"{name}_{size}px_{variants}v{'_aug' if augment else ''}_seed{seed}_{key}.npz"
+        mode = augment_mode(augment)
+        tag = {"none": "", "shift": "_aug", "lab": "_lab"}[mode]
+        path = Path(cache_dir) / f"{name}_{size}px_{variants}v{tag}_seed{seed}_{key}.npz"
         if path.is_file():
             z = np.load(path)
             return ChainSet(z["squares"], z["up"], z["crop"], list(crops), variants)
@@ -301,8 +340,9 @@ def _cached_chain_set(name: str, cache_dir, crops, size: int, variants: int, see
 def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 224, epochs: int = 24, batch_size: int = 32,
                       lr: float = 0.01, variants: int = 2, test_fraction: float = 0.3, val_fraction: float = 0.1,
                       split_seed: int = 0, max_cases: Optional[int] = None, workers: int = 1, cache_dir=None, seed: int = 0,
-                      augment: bool = False, device: Optional[str] = None, progress: Optional[ProgressCallback] = None, cancel: Any = None,
-                      on_epoch: Optional[Callable[[dict], None]] = None, log: Optional[Callable[[str], None]] = None) -> PolarityModel:
+                      augment: Union[bool, str] = False, device: Optional[str] = None, progress: Optional[ProgressCallback] = None,
+                      cancel: Any = None, on_epoch: Optional[Callable[[dict], None]] = None,
+                      log: Optional[Callable[[str], None]] = None, init: Optional[PolarityModel] = None) -> PolarityModel:
     """``bioid karyo train``: split a crop collection by case, train, and test on held-out cases.
 
     ``data_dir`` has the layout ``<case>/<chromosome class>/<crop>`` with every
@@ -312,12 +352,17 @@ def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 22
     Training crops go through the chain at ``variants`` random angles, the
     validation and test crops at one. The returned model's ``metrics`` hold
     the split, the history and ``test`` (:func:`evaluate_polarity`).
+    ``augment``: see :func:`build_chain_set`; ``init``: fine-tune this model
+    (:func:`train_polarity`; ``size`` must be its input size).
 
     Raises
     ------
     BioidInputError
-        Missing folder, no crops, or too few cases to split.
+        Missing folder, no crops, too few cases to split, or an unknown ``augment``.
     """
+    mode = augment_mode(augment)
+    if init is not None:
+        size = init.size
     from .data import list_crops, split_by_case
 
     crops = list_crops(data_dir)
@@ -332,14 +377,20 @@ def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 22
              (("train", train), ("validation", val), ("test", test))}
     if log:
         log("split by case: " + ", ".join(f"{k} {v['crops']} crops / {v['cases']} cases" for k, v in split.items()))
-    tr = _cached_chain_set("train", cache_dir, train, size, variants, seed + 10, workers, progress, cancel, augment)
-    va = _cached_chain_set("val", cache_dir, val, size, 2 if augment else 1, seed + 11, workers, progress, cancel, augment)
+    tr = _cached_chain_set("train", cache_dir, train, size, variants, seed + 10, workers, progress, cancel, mode)
+    va = _cached_chain_set("val", cache_dir, val, size, 1 if mode == "none" else (4 if mode == "lab" else 2), seed + 11, workers,
+                           progress, cancel, mode)
     te = _cached_chain_set("test", cache_dir, test, size, 1, seed + 12, workers, progress, cancel)
     model = train_polarity(tr, va, depth=depth, width=width, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                           device=device, progress=progress, cancel=cancel, on_epoch=on_epoch)
+                           device=device, progress=progress, cancel=cancel, on_epoch=on_epoch, init=init)
     model.metrics["split"] = split
-    model.metrics["augment"] = ({"every second variant": "random_shift",
-                                 "probability_low_high": {k: list(v) for k, v in RANDOM_SHIFT.items()}} if augment else None)
+    if init is not None:
+        model.metrics["fine_tuned_from"] = {k: init.metrics.get(k) for k in ("script", "recipe", "augment", "train_minutes")}
+        model.metrics["fine_tuned_from"]["test_accuracy"] = (init.metrics.get("test") or {}).get("accuracy")
+    model.metrics["augment"] = None if mode == "none" else {
+        "mode": mode, "every second variant": "random_shift" + (" (variants 3, 7, ...: RANDOM_LAB)" if mode == "lab" else ""),
+        "probability_low_high": {k: list(v) for k, v in RANDOM_SHIFT.items()},
+        **({"lab_probability_low_high": {k: list(v) for k, v in RANDOM_LAB.items()}} if mode == "lab" else {})}
     finish_model(model, va, te, device=device, cancel=cancel)
     model.metrics["test_definition"] = (f"held-out cases ({test_fraction:.0%} of the cases, split seed {split_seed}), each crop "
                                         "once at a random input angle through rotate-upright → classify; positive = p-arm up")
