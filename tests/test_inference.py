@@ -168,3 +168,26 @@ def test_precision_option_runs_the_network_in_bfloat16_and_refuses_float16_on_cp
         segment(vol, model, precision="float16", device="cpu")
     with pytest.raises(ValueError, match="precision"):
         segment(vol, model, precision="int8")
+
+
+def test_bin_volume_means_whole_cubes_chunk_by_chunk_and_leaves_factor_one_unread(tmp_path):
+    from napari_bioid.engine.tomo.preprocess import bin_volume, unbin_coordinates
+
+    rng = np.random.default_rng(0)
+    vol = rng.normal(size=(21, 17, 30)).astype(np.float32)
+    mm = np.lib.format.open_memmap(tmp_path / "v.npy", mode="w+", dtype=np.float32, shape=vol.shape)
+    mm[:] = vol
+    expected = vol[:20, :16, :30].reshape(10, 2, 8, 2, 15, 2).mean(axis=(1, 3, 5))
+    for chunk in (2, 5, 64):  # slabs of whole cubes, the last one short
+        np.testing.assert_allclose(bin_volume(mm, 2, chunk_slices=chunk), expected, rtol=1e-6)
+    assert bin_volume(mm, 1) is mm  # factor 1: not read into memory
+    assert bin_volume(vol, 3).shape == (7, 5, 10)
+    # voxel i of a 2x binned volume is centred between input voxels 2i and 2i + 1
+    import pandas as pd
+
+    t = unbin_coordinates(pd.DataFrame({"x": [0.0, 3.0], "y": [1.0, 1.0], "z": [2.0, 0.0]}), 2)
+    assert t["x"].tolist() == [0.5, 6.5] and t["z"].tolist() == [4.5, 0.5]
+    with pytest.raises(ValueError, match="bin factor"):
+        bin_volume(vol, 0)
+    with pytest.raises(ValueError, match="cannot bin"):
+        bin_volume(vol, 18)

@@ -9,13 +9,12 @@ current tomogram's picks go into the project as pick sets of the user
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Optional
 
-from qtpy.QtWidgets import QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QGroupBox, QLabel, QLineEdit, QPushButton
 
 from .._layers import layer_voxel_size, points_to_table, table_to_points
-from ._form import refill_combo
+from ._form import path_row, refill_combo
 from ._worker import notify as _notify
 from ._worker import notify_error as _notify_error
 
@@ -32,19 +31,12 @@ class CopickPanel(QGroupBox):
         self.viewer, self._current, self._picks_of = viewer, current_tomogram, picks_of
         self.project = None
         f = QFormLayout(self)
-        self.config_edit = QLineEdit()
-        self.config_edit.setPlaceholderText("copick configuration .json")
-        self.config_edit.setToolTip("a copick project (filesystem or CryoET Data Portal); its runs open below")
-        browse = QPushButton("…")
-        browse.setMaximumWidth(30)
-        browse.setToolTip("choose a copick configuration file")
-        browse.clicked.connect(self._browse)
+        self.config_edit, row = path_row("copick configuration .json",
+                                         "a copick project (filesystem or CryoET Data Portal); its runs open below",
+                                         "copick config (*.json)", title="copick configuration", then=self.load, parent=self)
         self.load_btn = QPushButton("Load")
         self.load_btn.setToolTip("open the project: its runs and pickable objects")
         self.load_btn.clicked.connect(lambda: self.load(self.config_edit.text()))
-        row = QHBoxLayout()
-        row.addWidget(self.config_edit)
-        row.addWidget(browse)
         row.addWidget(self.load_btn)
         self.run_combo = QComboBox()
         self.run_combo.setToolTip("the run (tilt series) to open")
@@ -71,12 +63,6 @@ class CopickPanel(QGroupBox):
         f.addRow(self.replace_check)
         f.addRow(self.save_btn)
         f.addRow(self.info)
-
-    def _browse(self):
-        path, _ = QFileDialog.getOpenFileName(self, "copick configuration", "", "copick config (*.json)")
-        if path:
-            self.config_edit.setText(path)
-            self.load(path)
 
     def load(self, config) -> bool:
         """Open a project; fills the run list. Errors are notifications."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QSpinBox
 
@@ -68,3 +68,42 @@ def choose_folder(parent, title: str, then) -> None:
             then(path)
         except Exception as exc:
             notify_error(exc)
+
+
+def path_row(placeholder: str, tip: str, filt: str = "", title: Optional[str] = None, folder: bool = False,
+             then: Optional[Callable[[str], None]] = None, parent=None):
+    """A path field with a "…" browse button: ``(QLineEdit, QHBoxLayout)``.
+
+    ``filt``: the file dialog's filter (e.g. ``"Models (*.pt)"``); ``folder``:
+    choose a folder instead of a file; ``title``: the dialog's title
+    (default: ``placeholder``); ``then(path)`` runs after a choice is written
+    into the field. Add more buttons to the returned row as needed.
+    """
+    from pathlib import Path
+
+    from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLineEdit, QPushButton
+
+    edit = QLineEdit()
+    edit.setPlaceholderText(placeholder)
+    edit.setToolTip(tip)
+    btn = QPushButton("…")
+    btn.setMaximumWidth(30)
+    btn.setToolTip(f"choose {'a folder' if folder else 'a file'}")
+    row = QHBoxLayout()
+    row.addWidget(edit)
+    row.addWidget(btn)
+
+    def browse():
+        start = str(Path.home())
+        if folder:
+            path = QFileDialog.getExistingDirectory(parent, title or placeholder, start)
+        else:
+            path, _ = QFileDialog.getOpenFileName(parent, title or placeholder, start, filt)
+        if path:
+            edit.setText(path)
+            if then is not None:
+                then(path)
+
+    btn.clicked.connect(browse)
+    edit.browse = browse  # for tests and keyboard users' shortcuts
+    return edit, row

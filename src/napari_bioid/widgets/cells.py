@@ -606,7 +606,7 @@ class CellScannerWidget(WorkerHost, QWidget):
         mine = keep[["x_min", "y_min", "x_max", "y_max"]].to_numpy(float).reshape(-1, 4) if len(keep) else np.zeros((0, 4))
         blockers = np.concatenate([mine, gone])
         if len(blockers) and len(df):
-            iou = box_iou(torch.as_tensor(df[["x_min", "y_min", "x_max", "y_max"]].to_numpy(float)), torch.as_tensor(blockers)).numpy()
+            iou = box_iou(torch.tensor(df[["x_min", "y_min", "x_max", "y_max"]].to_numpy(float)), torch.tensor(blockers)).numpy()
             df = df[~(iou > 0.5).any(1)]
         merged = pd.concat([keep.drop(columns=["image"], errors="ignore"), df.assign(status="detected")], ignore_index=True)
         layer = self._set_boxes(img, merged, gone, chunk=CHUNK)

@@ -22,14 +22,14 @@ import numpy as np
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
-    QComboBox, QFileDialog, QFormLayout, QFrame, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
+    QComboBox, QFormLayout, QFrame, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
     QPushButton, QScrollArea, QVBoxLayout, QWidget,
 )
 
 from ..engine.errors import BioidInputError
 from ..engine.karyo.karyogram import ORDER, chromosome_name, layout
 from ..engine.karyo.orient import Decision, oriented_image, read_decisions, write_decisions, write_oriented
-from ._form import choose_folder, refill_combo, spin
+from ._form import choose_folder, path_row, refill_combo, spin
 from ._worker import WorkerHost, notify, notify_error, warm_up_imports
 
 AUTOSAVE_DIR = Path.home() / ".napari-bioid" / "autosave"
@@ -125,14 +125,9 @@ class KaryogramWidget(WorkerHost, QWidget):
         self.mode = QComboBox()
         self.mode.addItems(["folder of crops", "image + labels layers"])
         form.addRow("Input", self.mode)
-        self.folder = QLineEdit()
-        self.folder.setPlaceholderText("folder of chromosome crops (searched recursively)")
-        browse = QPushButton("…")
-        browse.setFixedWidth(28)
-        browse.clicked.connect(self._browse_folder)
-        row = QHBoxLayout()
-        row.addWidget(self.folder)
-        row.addWidget(browse)
+        self.folder, row = path_row("folder of chromosome crops (searched recursively)",
+                                    "a folder of crops, each cut around one chromosome (any angle)", folder=True,
+                                    title="Folder of chromosome crops", then=lambda _: self.mode.setCurrentIndex(0), parent=self)
         form.addRow("Folder", row)
         self.image_combo, self.labels_combo = QComboBox(), QComboBox()
         form.addRow("Image layer", self.image_combo)
@@ -178,12 +173,6 @@ class KaryogramWidget(WorkerHost, QWidget):
         scroll.setWidget(self.gallery)
         scroll.setMinimumHeight(320)
         root.addWidget(scroll, stretch=1)
-
-    def _browse_folder(self):
-        path = QFileDialog.getExistingDirectory(self, "Folder of chromosome crops", str(Path.home()))
-        if path:
-            self.folder.setText(path)
-            self.mode.setCurrentIndex(0)
 
     def _refresh_layers(self, event=None):
         from napari.layers import Image, Labels

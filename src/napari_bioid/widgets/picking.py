@@ -31,7 +31,7 @@ from qtpy.QtWidgets import (
 
 from .._layers import class_colour, layer_voxel_size, points_to_table, save_points_layer, table_to_points, with_suffix_for_points
 from ..engine.io import read_coordinates, write_coordinates
-from ._form import refill_combo, spin
+from ._form import path_row, refill_combo, spin
 from ._worker import WorkerHost, warm_up_imports
 from ._worker import notify as _notify
 from ._worker import notify_error as _notify_error
@@ -206,15 +206,8 @@ class PickingWidget(WorkerHost, QWidget):
 
         box = QGroupBox("Pick")
         f = QFormLayout(box)
-        self.model_in = QLineEdit()
-        self.model_in.setPlaceholderText("shipped default model")
-        self.model_in.setToolTip("picking model file (.pt); empty = the shipped default")
-        browse = QPushButton("…")
-        browse.setMaximumWidth(30)
-        browse.clicked.connect(self._browse_model)
-        row = QHBoxLayout()
-        row.addWidget(self.model_in)
-        row.addWidget(browse)
+        self.model_in, row = path_row("shipped default model", "picking model file (.pt); empty = the shipped default",
+                                      "Models (*.pt)", title="Picking model", parent=self)
         self.threshold_spin = spin(0.01, 0.99, 0.5, step=0.05)
         self.threshold_spin.setToolTip("foreground probability at which the segmentation is binarised before NMS")
         self.score_slider = QSlider(Qt.Horizontal)
@@ -556,11 +549,6 @@ class PickingWidget(WorkerHost, QWidget):
         return self.start(job, done, "training…")
 
     # ---------------------------------------------------------------- pick
-    def _browse_model(self):
-        path, _ = QFileDialog.getOpenFileName(self, "Picking model", str(Path.home()), "Models (*.pt)")
-        if path:
-            self.model_in.setText(path)
-
     def pick(self):
         """Pick the current tomogram with the chosen model (worker thread; the model loads there too)."""
         t = self.tomogram

@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 from qtpy.QtWidgets import (
-    QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QTabWidget, QVBoxLayout, QWidget,
+    QComboBox, QFileDialog, QFormLayout, QLabel, QPushButton, QTabWidget, QVBoxLayout, QWidget,
 )
 
 from .._seq_layers import BASE_COLOURS, gather_stacks
@@ -28,29 +28,10 @@ from .._seq_layers import BASE_COLOURS, gather_stacks
 CALLERS = {"classical": ("classical", "classical"), "unet": ("unet", "classical"),
            "unet at multi-task clusters": ("unet", "multitask"), "multitask": ("multitask", "classical")}
 from ..engine.errors import BioidInputError
-from ._form import refill_combo, run_controls
+from ._form import path_row, refill_combo, run_controls
 from ._worker import WorkerHost, notify, notify_error, warm_up_imports
 
 LOW_QUALITY = 20
-
-
-def _file_row(placeholder: str, tip: str, filt: str):
-    edit = QLineEdit()
-    edit.setPlaceholderText(placeholder)
-    edit.setToolTip(tip)
-    btn = QPushButton("…")
-    btn.setMaximumWidth(30)
-    row = QHBoxLayout()
-    row.addWidget(edit)
-    row.addWidget(btn)
-
-    def browse():
-        path, _ = QFileDialog.getOpenFileName(None, placeholder, str(Path.home()), filt)
-        if path:
-            edit.setText(path)
-
-    btn.clicked.connect(browse)
-    return edit, row
 
 
 class _Figure(QWidget):
@@ -90,10 +71,10 @@ class BaseCallingWidget(WorkerHost, QWidget):
         self.stack_combo = QComboBox()
         self.stack_combo.setToolTip("a cycle stack [cycle, A/C/G/T(, anchor), y, x]: open a stack TIFF, or any 4D image layer")
         f.addRow("stack", self.stack_combo)
-        self.reference, row = _file_row("reference FASTA (optional)", "reads passing filter are aligned to it and the Phred "
+        self.reference, row = path_row("reference FASTA (optional)", "reads passing filter are aligned to it and the Phred "
                                         "qualities calibrated on them; without it the shipped quality table is used", "FASTA (*.fa *.fasta *.fna)")
         f.addRow("reference", row)
-        self.codebook, row = _file_row("ISS codebook CSV (optional)", "Name,Code: in-situ sequencing spots are decoded to genes",
+        self.codebook, row = path_row("ISS codebook CSV (optional)", "Name,Code: in-situ sequencing spots are decoded to genes",
                                        "CSV (*.csv)")
         f.addRow("codebook", row)
         self.caller_combo = QComboBox()

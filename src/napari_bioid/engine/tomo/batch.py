@@ -87,7 +87,7 @@ def _open(tomogram: str, model_path: str, threads: int):
     return model, vol
 
 
-def tomogram_normalizer(tomogram: str, model_path: str, params: dict):
+def tomogram_normalizer(tomogram: str, model_path: str):
     """Task: the whole tomogram's normalisation (:class:`.preprocess.Normalizer`), shared by its slab tasks."""
     from ..io.volumes import _check_volume
     from .preprocess import Normalizer
@@ -156,7 +156,7 @@ def _submit_slabs(client, tomogram: str, out_dir: str, model_path: str, key: dic
     except Exception:  # noqa: BLE001 - reported by the task
         return client.submit(pick_one, tomogram, out_dir, model_path, key, params, threads, pure=False)
     t0 = time.time()
-    norm = client.submit(tomogram_normalizer, tomogram, model_path, params, pure=False)
+    norm = client.submit(tomogram_normalizer, tomogram, model_path, pure=False)
     parts = [client.submit(slab_task, tomogram, model_path, params, norm, z0, z1, threads, pure=False) for z0, z1 in slabs]
     return client.submit(merge_task, tomogram, out_dir, model_path, key, params, t0, *parts, pure=False)
 

@@ -295,7 +295,6 @@ def pick_chunked(
     Z = volume.shape[0]
     slabs = slab_bounds(Z, cfg.block_size, pad, max(chunk_slices, halo))
     tables = []
-    segs: Dict[int, Segmentation] = {}
 
     def segment_slab(i: int) -> Segmentation:
         c0, c1 = slabs[i]

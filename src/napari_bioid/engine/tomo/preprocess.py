@@ -91,6 +91,7 @@ def bin_factor(tomogram_voxel_size: Optional[float], model_voxel_size: Optional[
 def bin_volume(volume: np.ndarray, factor: int, chunk_slices: int = 64) -> np.ndarray:
     """Mean of ``factor``³ voxel cubes: float32 (Z // f, Y // f, X // f).
 
+    ``factor`` 1 returns ``volume`` itself, not read (a memory map stays one).
     Trailing voxels that do not fill a cube are dropped. A memory-mapped
     ``volume`` is read ``chunk_slices`` (rounded to whole cubes) at a time, so
     only the binned result (1/f³ of the tomogram) is held. Voxel ``i`` of the
@@ -108,7 +109,7 @@ def bin_volume(volume: np.ndarray, factor: int, chunk_slices: int = 64) -> np.nd
     if volume.ndim != 3:
         raise ValueError(f"expected a 3D volume, got shape {volume.shape}")
     if f == 1:
-        return np.asarray(volume, dtype=np.float32)
+        return volume
     out_shape = tuple(s // f for s in volume.shape)
     if min(out_shape) < 1:
         raise ValueError(f"cannot bin a {volume.shape} volume by {f}")
