@@ -77,11 +77,13 @@ def path_row(placeholder: str, tip: str, filt: str = "", title: Optional[str] = 
     ``filt``: the file dialog's filter (e.g. ``"Models (*.pt)"``); ``folder``:
     choose a folder instead of a file; ``title``: the dialog's title
     (default: ``placeholder``); ``then(path)`` runs after a choice is written
-    into the field. Add more buttons to the returned row as needed.
+    into the field (an error it raises is shown to the user). Add more buttons to the returned row as needed.
     """
     from pathlib import Path
 
     from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLineEdit, QPushButton
+
+    from ._worker import notify_error
 
     edit = QLineEdit()
     edit.setPlaceholderText(placeholder)
@@ -102,7 +104,10 @@ def path_row(placeholder: str, tip: str, filt: str = "", title: Optional[str] = 
         if path:
             edit.setText(path)
             if then is not None:
-                then(path)
+                try:
+                    then(path)
+                except Exception as exc:  # a bad choice is shown, never raised into Qt's event loop
+                    notify_error(exc)
 
     btn.clicked.connect(browse)
     edit.browse = browse  # for tests and keyboard users' shortcuts
