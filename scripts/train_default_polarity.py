@@ -43,6 +43,7 @@ FINE_TUNE = ["--epochs", "10", "--lr", "0.003", "--variants", "8", "--augment-la
 
 def _provenance(out: Path, minutes: float) -> None:
     """Add where the shipped model comes from to its metrics (model file and .json)."""
+    from napari_bioid.engine.io.atomic import atomic_write
     from napari_bioid.engine.karyo import load_polarity_model, save_polarity_model
 
     model = load_polarity_model(out)
@@ -54,7 +55,8 @@ def _provenance(out: Path, minutes: float) -> None:
         "trained_on": "2 CPU cores",
     })
     save_polarity_model(model, out, overwrite=True)
-    out.with_suffix(".json").write_text(json.dumps(model.metrics, indent=1))
+    with atomic_write(out.with_suffix(".json"), overwrite=True, backup=False) as tmp:
+        tmp.write_text(json.dumps(model.metrics, indent=1))
 
 
 def run(argv) -> int:

@@ -54,20 +54,30 @@ def run_controls(host, root, *actions):
     root.addWidget(host.status)
 
 
-def choose_folder(parent, title: str, then) -> None:
-    """Ask for a folder; call ``then(path)``, showing any error as a notification."""
+def choose_path(parent, title: str, then, folder: bool = True, filt: str = "") -> None:
+    """Ask for a folder (or, with ``folder=False``, a file matching ``filt``); call ``then(path)``, showing any error
+    as a notification instead of raising it into Qt's event loop."""
     from pathlib import Path
 
     from qtpy.QtWidgets import QFileDialog
 
     from ._worker import notify_error
 
-    path = QFileDialog.getExistingDirectory(parent, title, str(Path.home()))
+    start = str(Path.home())
+    if folder:
+        path = QFileDialog.getExistingDirectory(parent, title, start)
+    else:
+        path, _ = QFileDialog.getOpenFileName(parent, title, start, filt)
     if path:
         try:
             then(path)
         except Exception as exc:
             notify_error(exc)
+
+
+def choose_folder(parent, title: str, then) -> None:
+    """Ask for a folder; call ``then(path)``, showing any error as a notification."""
+    choose_path(parent, title, then)
 
 
 def path_row(placeholder: str, tip: str, filt: str = "", title: Optional[str] = None, folder: bool = False,
@@ -79,11 +89,7 @@ def path_row(placeholder: str, tip: str, filt: str = "", title: Optional[str] = 
     (default: ``placeholder``); ``then(path)`` runs after a choice is written
     into the field (an error it raises is shown to the user). Add more buttons to the returned row as needed.
     """
-    from pathlib import Path
-
-    from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLineEdit, QPushButton
-
-    from ._worker import notify_error
+    from qtpy.QtWidgets import QHBoxLayout, QLineEdit, QPushButton
 
     edit = QLineEdit()
     edit.setPlaceholderText(placeholder)
@@ -95,19 +101,13 @@ def path_row(placeholder: str, tip: str, filt: str = "", title: Optional[str] = 
     row.addWidget(edit)
     row.addWidget(btn)
 
+    def accept(path: str) -> None:
+        edit.setText(path)
+        if then is not None:
+            then(path)
+
     def browse():
-        start = str(Path.home())
-        if folder:
-            path = QFileDialog.getExistingDirectory(parent, title or placeholder, start)
-        else:
-            path, _ = QFileDialog.getOpenFileName(parent, title or placeholder, start, filt)
-        if path:
-            edit.setText(path)
-            if then is not None:
-                try:
-                    then(path)
-                except Exception as exc:  # a bad choice is shown, never raised into Qt's event loop
-                    notify_error(exc)
+        choose_path(parent, title or placeholder, accept, folder, filt)
 
     btn.clicked.connect(browse)
     edit.browse = browse  # for tests and keyboard users' shortcuts
