@@ -33,6 +33,10 @@ def _add_karyo(sub) -> None:
     tr.add_argument("--init", default=None,
                     help="fine-tune this polarity model file ('default': the shipped one) instead of starting from "
                          "random weights; its depth, width and size are used (give a smaller --lr, e.g. 0.003)")
+    tr.add_argument("--straighten", default=None, metavar="BEND,ELONGATION,RATIO|off",
+                    help="straighten long, thin, bent chromosomes along their axis before classifying, when their bend, "
+                         "axis length over width and axis length over height exceed these (e.g. 0.09,3,1.0); the model "
+                         "keeps the gate. Default: the --init model's, else off")
     tr.add_argument("--test-fraction", type=float, default=0.3, help="fraction of the cases held out for the test")
     tr.add_argument("--max-cases", type=int, default=None, help="use at most this many training cases")
     tr.add_argument("--workers", type=int, default=1, help="processes that prepare the crops")
@@ -67,6 +71,18 @@ def _karyo_train(args) -> int:
         from ..engine.karyo.polarity import load_polarity_model
 
         init = load_polarity_model(None if args.init == "default" else Path(args.init))
+    straighten = None
+    if args.straighten is not None:
+        if args.straighten.strip().lower() == "off":
+            straighten = False
+        else:
+            try:
+                values = [float(v) for v in args.straighten.split(",")]
+            except ValueError:
+                values = []
+            if len(values) != 3:
+                raise BioidInputError(f"--straighten takes BEND,ELONGATION,RATIO (three numbers) or 'off', got {args.straighten!r}")
+            straighten = dict(zip(("min_bend", "min_elongation", "min_length_ratio"), values))
     bar = TqdmProgress("karyo")
 
     def on_epoch(rec):
@@ -80,7 +96,7 @@ def _karyo_train(args) -> int:
                                   test_fraction=args.test_fraction, max_cases=args.max_cases, workers=args.workers,
                                   cache_dir=args.cache, seed=args.seed,
                                   augment="lab" if args.augment_lab else args.augment_shift, init=init,
-                                  device=args.device, progress=bar,
+                                  straighten=straighten, device=args.device, progress=bar,
                                   on_epoch=on_epoch, log=lambda m: print(m, file=sys.stderr))
     finally:
         bar.close()

@@ -26,6 +26,7 @@ from ..nn.resnet import resnet
 from ..progress import ProgressCallback, check_cancel, report
 from ..train.checkpoint import load_checkpoint, save_checkpoint
 from .data import MEAN, STD, to_square
+from .straighten import straighten_if_bent
 
 MODEL_KIND = "napari-bioid/karyo-polarity"
 DEFAULT_MODEL_NAME = "karyo_polarity_default.pt"
@@ -57,7 +58,10 @@ class PolarityModel:
     flip augmentation makes both valid inputs); ``temperature``: the log-odds
     are divided by it before the sigmoid, so the confidence shown to the
     reviewer is calibrated (temperature scaling, Guo et al., ICML 2017; fitted
-    on validation cases by :func:`~.training.fit_temperature`).
+    on validation cases by :func:`~.training.fit_temperature`); ``straighten``:
+    long, thin, bent chromosomes are straightened along their axis before they
+    are squared (:func:`~.straighten.straighten_if_bent`, its gate; ``None``:
+    never), as they were in training.
     """
 
     depth: int = 18
@@ -67,6 +71,7 @@ class PolarityModel:
     std: float = STD
     mirror: bool = False  # also classify the left-right mirror image and average (polarity is mirror-invariant)
     temperature: float = 1.0  # logits are divided by it (temperature scaling, fitted on validation cases)
+    straighten: Optional[dict] = None  # gate of straighten.straighten_if_bent for the upright crops (None: never)
     metrics: Dict[str, Any] = field(default_factory=dict)
     net: Optional[torch.nn.Module] = None
 
@@ -76,7 +81,12 @@ class PolarityModel:
 
     def config(self) -> dict:
         return {"depth": self.depth, "width": self.width, "size": self.size, "mean": self.mean, "std": self.std,
-                "mirror": self.mirror, "temperature": self.temperature, "classes": {"0": "down", "1": "up"}}
+                "mirror": self.mirror, "temperature": self.temperature, "straighten": self.straighten,
+                "classes": {"0": "down", "1": "up"}}
+
+    def square(self, upright: np.ndarray) -> np.ndarray:
+        """The classifier's uint8 (size, size) input for one upright crop: straightened if the gate says so, then :func:`~.data.to_square`."""
+        return to_square(straighten_if_bent(upright, self.straighten)[0], self.size)
 
     def normalise(self, squares: torch.Tensor) -> torch.Tensor:
         """(B, size, size) uint8 squares → (B, 3, size, size) float32 network input."""
@@ -134,7 +144,7 @@ class PolarityModel:
         """
         if len(uprights) == 0:
             return np.zeros(0)
-        squares = np.stack([to_square(u, self.size) for u in uprights])
+        squares = np.stack([self.square(u) for u in uprights])
         return self.p_up_squares(squares, batch_size, progress, cancel, device)
 
 
@@ -155,7 +165,8 @@ def load_polarity_model(path: Optional[PathLike] = None) -> PolarityModel:
     payload = load_checkpoint(path, MODEL_KIND)
     cfg = payload["config"]
     model = PolarityModel(int(cfg["depth"]), int(cfg["width"]), int(cfg["size"]), float(cfg["mean"]), float(cfg["std"]),
-                          bool(cfg.get("mirror", False)), float(cfg.get("temperature", 1.0)), metrics=payload.get("metrics", {}))
+                          bool(cfg.get("mirror", False)), float(cfg.get("temperature", 1.0)), cfg.get("straighten"),
+                          metrics=payload.get("metrics", {}))
     try:
         model.net.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

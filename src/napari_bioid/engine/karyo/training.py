@@ -36,6 +36,7 @@ from .data import Crop, read_crop, to_square
 from .karyogram import ORDER
 from .polarity import DOWN, UP, PolarityModel
 from .shift import RANDOM_LAB, RANDOM_SHIFT, random_shift, shift_crop
+from .straighten import GATE_KEYS, straighten_if_bent
 from .rotate import background_fill, normalise_crop, rotate_image, upright_angle
 
 
@@ -62,12 +63,14 @@ class ChainSet:
         return np.array([self.crops[i].chromosome for i in self.crop])
 
 
-def chain_example(image: np.ndarray, theta: float, size: int):
+def chain_example(image: np.ndarray, theta: float, size: int, straighten: Optional[dict] = None):
     """One crop through the chain at input angle ``theta`` (degrees, counter-clockwise).
 
     The chain brings the crop's background to white first
-    (:func:`.rotate.normalise_crop`), as :func:`.orient.orient_images` does.
-    Returns ``(square, up, upright_angle)``: the chain's upright output turned
+    (:func:`.rotate.normalise_crop`), as :func:`.orient.orient_images` does;
+    ``straighten``: the gate of :func:`.straighten.straighten_if_bent` that the
+    classifier's input goes through (``None``: never straightened). Returns
+    ``(square, up, upright_angle)``: the chain's upright output turned
     p-arm up and resized to a uint8 ``size``² square, whether the chain left
     it up, and the upright angle it found.
     """
@@ -75,7 +78,7 @@ def chain_example(image: np.ndarray, theta: float, size: int):
     rotated = normalise_crop(rotate_image(image, theta, fill=background_fill(image)))
     a = upright_angle(rotated)
     up = bool(np.cos(np.deg2rad(theta + a)) > 0)
-    upright = rotate_image(rotated, a)
+    upright, _ = straighten_if_bent(rotate_image(rotated, a), straighten)
     canonical = upright if up else upright[::-1, ::-1]
     return to_square(canonical, size), up, a
 
@@ -104,7 +107,7 @@ def variant_table(mode: str, v: int) -> Optional[dict]:
 
 
 def _chunk(args):
-    paths, thetas, size, shift, mode, seed = args
+    paths, thetas, size, shift, mode, seed, gate = args
     out = []
     rng = np.random.default_rng(seed)
     for path, th in zip(paths, thetas):
@@ -114,13 +117,13 @@ def _chunk(args):
         for v, t in enumerate(th):
             table = variant_table(mode, v)
             src = img if table is None else random_shift(img, rng, table)
-            out.append(chain_example(src, t, size)[:2])
+            out.append(chain_example(src, t, size, gate)[:2])
     return out
 
 
 def build_chain_set(crops: Sequence[Crop], size: int = 224, variants: int = 1, seed: int = 0, workers: int = 1,
                     progress: Optional[ProgressCallback] = None, cancel: Any = None, shift: Optional[tuple] = None,
-                    augment: Union[bool, str] = False) -> ChainSet:
+                    augment: Union[bool, str] = False, straighten: Optional[dict] = None) -> ChainSet:
     """Read every crop and run it through the chain at ``variants`` random angles in [0°, 360°).
 
     ``shift``: ``(kind, level)`` of :func:`.shift.shift_crop`, applied to each
@@ -130,6 +133,9 @@ def build_chain_set(crops: Sequence[Crop], size: int = 224, variants: int = 1, s
     (another lab's size, optics, contrast, noise, JPEG, background), the
     others stay as read; ``"lab"``: as "shift", but variants 3, 7, … get a
     whole other lab at once (:data:`.shift.RANDOM_LAB`), see :func:`variant_table`.
+    ``straighten``: gate of :func:`.straighten.straighten_if_bent` applied to
+    every upright crop before it is squared (as the model that carries the
+    gate does at inference).
 
     Memory: N · variants · size² bytes (22,500 crops at 224² ≈ 1.1 GB per variant).
     ``workers`` > 1 uses that many processes.
@@ -148,7 +154,7 @@ def build_chain_set(crops: Sequence[Crop], size: int = 224, variants: int = 1, s
     squares = np.empty((len(crops) * variants, size, size), np.uint8)
     up = np.empty(len(crops) * variants, bool)
     step = 256
-    jobs = [([c.path for c in crops[i : i + step]], thetas[i : i + step], size, shift, mode, seed * 100_003 + i) for i in range(0, len(crops), step)]
+    jobs = [([c.path for c in crops[i : i + step]], thetas[i : i + step], size, shift, mode, seed * 100_003 + i, straighten) for i in range(0, len(crops), step)]
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
         results = pool.map(_chunk, jobs) if pool else map(_chunk, jobs)
@@ -314,7 +320,8 @@ def train_polarity(train: ChainSet, val: Optional[ChainSet] = None, depth: int =
 
 
 def _cached_chain_set(name: str, cache_dir, crops, size: int, variants: int, seed: int, workers: int,
-                      progress: Optional[ProgressCallback], cancel: Any, augment: Union[bool, str] = False) -> ChainSet:
+                      progress: Optional[ProgressCallback], cancel: Any, augment: Union[bool, str] = False,
+                      straighten: Optional[dict] = None) -> ChainSet:
     """:func:`build_chain_set`, stored as ``.npz`` under ``cache_dir`` (keyed by the crop list) when given."""
     import hashlib
     from pathlib import Path
@@ -324,11 +331,13 @@ def _cached_chain_set(name: str, cache_dir, crops, size: int, variants: int, see
         key = hashlib.sha1("\n".join(str(c.path) for c in crops).encode()).hexdigest()[:12]
         mode = augment_mode(augment)
         tag = {"none": "", "shift": "_aug", "lab": "_lab"}[mode]
+        if straighten is not None:
+            tag += "_st" + hashlib.sha1(repr(sorted(straighten.items())).encode()).hexdigest()[:6]
         path = Path(cache_dir) / f"{name}_{size}px_{variants}v{tag}_seed{seed}_{key}.npz"
         if path.is_file():
             z = np.load(path)
             return ChainSet(z["squares"], z["up"], z["crop"], list(crops), variants)
-    data = build_chain_set(crops, size, variants, seed, workers, progress, cancel, augment=augment)
+    data = build_chain_set(crops, size, variants, seed, workers, progress, cancel, augment=augment, straighten=straighten)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
@@ -342,7 +351,8 @@ def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 22
                       split_seed: int = 0, max_cases: Optional[int] = None, workers: int = 1, cache_dir=None, seed: int = 0,
                       augment: Union[bool, str] = False, device: Optional[str] = None, progress: Optional[ProgressCallback] = None,
                       cancel: Any = None, on_epoch: Optional[Callable[[dict], None]] = None,
-                      log: Optional[Callable[[str], None]] = None, init: Optional[PolarityModel] = None) -> PolarityModel:
+                      log: Optional[Callable[[str], None]] = None, init: Optional[PolarityModel] = None,
+                      straighten: Union[dict, bool, None] = None) -> PolarityModel:
     """``bioid karyo train``: split a crop collection by case, train, and test on held-out cases.
 
     ``data_dir`` has the layout ``<case>/<chromosome class>/<crop>`` with every
@@ -354,15 +364,28 @@ def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 22
     the split, the history and ``test`` (:func:`evaluate_polarity`).
     ``augment``: see :func:`build_chain_set`; ``init``: fine-tune this model
     (:func:`train_polarity`; ``size`` must be its input size).
+    ``straighten``: gate of :func:`.straighten.straighten_if_bent` for every
+    set's upright crops; the model carries it (``None``: ``init``'s, else
+    none; ``False``: none).
 
     Raises
     ------
     BioidInputError
-        Missing folder, no crops, too few cases to split, or an unknown ``augment``.
+        Missing folder, no crops, too few cases to split, an unknown
+        ``augment``, or a gate lacking one of its keys.
     """
     mode = augment_mode(augment)
     if init is not None:
         size = init.size
+        if straighten is None:
+            straighten = init.straighten
+    if straighten is False:
+        straighten = None
+    if straighten is not None:
+        missing = [k for k in GATE_KEYS if k not in straighten]
+        if missing:
+            raise BioidInputError(f"straightening gate lacks {', '.join(missing)}")
+        straighten = {k: float(straighten[k]) for k in GATE_KEYS}
     from .data import list_crops, split_by_case
 
     crops = list_crops(data_dir)
@@ -377,13 +400,15 @@ def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 22
              (("train", train), ("validation", val), ("test", test))}
     if log:
         log("split by case: " + ", ".join(f"{k} {v['crops']} crops / {v['cases']} cases" for k, v in split.items()))
-    tr = _cached_chain_set("train", cache_dir, train, size, variants, seed + 10, workers, progress, cancel, mode)
+    tr = _cached_chain_set("train", cache_dir, train, size, variants, seed + 10, workers, progress, cancel, mode, straighten)
     va = _cached_chain_set("val", cache_dir, val, size, 1 if mode == "none" else (4 if mode == "lab" else 2), seed + 11, workers,
-                           progress, cancel, mode)
-    te = _cached_chain_set("test", cache_dir, test, size, 1, seed + 12, workers, progress, cancel)
+                           progress, cancel, mode, straighten)
+    te = _cached_chain_set("test", cache_dir, test, size, 1, seed + 12, workers, progress, cancel, straighten=straighten)
     model = train_polarity(tr, va, depth=depth, width=width, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                            device=device, progress=progress, cancel=cancel, on_epoch=on_epoch, init=init)
+    model.straighten = straighten
     model.metrics["split"] = split
+    model.metrics["straighten"] = straighten
     if init is not None:
         model.metrics["fine_tuned_from"] = {k: init.metrics.get(k) for k in ("script", "recipe", "augment", "train_minutes")}
         model.metrics["fine_tuned_from"]["test_accuracy"] = (init.metrics.get("test") or {}).get("accuracy")
