@@ -47,7 +47,8 @@ def main():
     pooled = {"in-domain": ([], []), "all shifted levels": ([], [])}
     for kind, level in levels:
         t0 = time.perf_counter()
-        data = build_chain_set(crops, model.size, seed=1, workers=a.workers, shift=None if kind == "none" else (kind, level))
+        data = build_chain_set(crops, model.size, seed=1, workers=a.workers, shift=None if kind == "none" else (kind, level),
+                               straighten=model.straighten)
         p = model.p_up_squares(chain_inputs(data))
         ev = evaluate_polarity(model, data, p_up=p)
         conf, correct = np.maximum(p, 1 - p), (p >= 0.5) == data.up

@@ -4,19 +4,23 @@ Data: ../shared/data/chromosomes/karyogram_crops (one folder per case). Split by
 30 % of the cases are the test set (the reference's 7:3, seed 0); 10 % of the remaining cases choose the
 epoch. Training crops go through the whole chain (random angle → rotate upright) at several angles each,
 validation and test crops at one. Mirror averaging and the temperature (calibration) are chosen on the
-validation cases. Two stages (issue 15), both `bioid karyo train` runs on the same split:
+validation cases. Three stages (issue 15), all `bioid karyo train` runs on the same split:
 
 1. base: ResNet-18, width 16, 224 px, 24 epochs from random weights, 4 angles per training crop, every second
    one first changed by another lab's imaging (``--augment-shift``: engine/karyo/shift.random_shift; ~85 CPU min);
 2. fine-tune: from the base model (``--init``), 10 epochs at lr 0.003, 8 angles per crop, every fourth one a whole
-   other lab at once (``--augment-lab``: shift.RANDOM_LAB, always 25–70 % of the size; ~33 CPU min).
+   other lab at once (``--augment-lab``: shift.RANDOM_LAB, always 25–70 % of the size; ~33 CPU min);
+3. straighten: from the fine-tuned model, the same 10 epochs again with long, thin, bent chromosomes
+   straightened along their axis first (``--straighten 0.09,3,1.0``: engine/karyo/straighten.py, the loosest
+   gate); the gate the model keeps is then chosen on the validation cases (training.choose_straighten_gate;
+   ~30 CPU min).
 
 Writes the model into the package and its metrics beside it (.json): test accuracy, TP/FP/TN/FN (positive =
 p-arm up), accuracy per chromosome class, calibration, and the base run's recipe and test accuracy
 (``fine_tuned_from``).
 
-    python scripts/train_default_polarity.py                       # both stages: the shipped default (~2 CPU hours)
-    python scripts/train_default_polarity.py --stage fine-tune     # stage 2 only, from the model now in the package
+    python scripts/train_default_polarity.py                       # all stages: the shipped default (~2.5 CPU hours)
+    python scripts/train_default_polarity.py --stage straighten    # stage 3 only, from the model given by --init
     python scripts/train_default_polarity.py --stage base --depth 50 --out /tmp/r50.pt --epochs 8   # any `bioid karyo train` option
 """
 
@@ -39,6 +43,7 @@ SHIPPED = ROOT / "src" / "napari_bioid" / "models" / "karyo_polarity_default.pt"
 COMMON = ["--data", str(DATA), "--workers", "2", "--cache", "/tmp/bioid_karyo_cache", "--overwrite"]
 BASE = ["--depth", "18", "--width", "16", "--size", "224", "--epochs", "24", "--variants", "4", "--augment-shift"]
 FINE_TUNE = ["--epochs", "10", "--lr", "0.003", "--variants", "8", "--augment-lab"]
+STRAIGHTEN = [*FINE_TUNE, "--straighten", "0.09,3,1.0"]
 
 
 def _provenance(out: Path, minutes: float) -> None:
@@ -50,7 +55,8 @@ def _provenance(out: Path, minutes: float) -> None:
     model.metrics.update({
         "data": "../shared/data/chromosomes/karyogram_crops",
         "script": "scripts/train_default_polarity.py (base: ResNet-18, width 16, 224 px, 24 epochs, --variants 4 "
-                  "--augment-shift; fine-tune: --init base --epochs 10 --lr 0.003 --variants 8 --augment-lab)",
+                  "--augment-shift; fine-tune: --init base --epochs 10 --lr 0.003 --variants 8 --augment-lab; "
+                  "straighten: --init fine-tune, the same with --straighten 0.09,3,1.0, gate chosen on validation)",
         "train_minutes": round(minutes, 1),
         "trained_on": "2 CPU cores",
     })
@@ -61,22 +67,29 @@ def _provenance(out: Path, minutes: float) -> None:
 
 def run(argv) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stage", choices=("both", "base", "fine-tune"), default="both")
+    ap.add_argument("--stage", choices=("all", "base", "fine-tune", "straighten"), default="all")
+    ap.add_argument("--init", type=Path, default=None, help="model to start stages 2 or 3 from (--stage fine-tune|straighten)")
     ap.add_argument("--out", type=Path, default=SHIPPED)
     args, extra = ap.parse_known_args(argv)
     t0 = time.perf_counter()
-    if args.stage in ("both", "base"):
-        base_out = Path(tempfile.gettempdir()) / "karyo_polarity_base.pt" if args.stage == "both" else args.out
-        rc = main(["karyo", "train", *COMMON, *BASE, "--out", str(base_out), *(extra if args.stage == "base" else [])])
-        if rc or args.stage == "base":
+    tmp = Path(tempfile.gettempdir())
+    stages = [("base", BASE), ("fine-tune", FINE_TUNE), ("straighten", STRAIGHTEN)]
+    if args.stage != "all":
+        stages = [s for s in stages if s[0] == args.stage]
+    if stages[0][0] != "base" and args.init is None:
+        ap.error(f"--stage {args.stage} needs --init MODEL.pt (the previous stage's model)")
+    init = args.init
+    for i, (name, options) in enumerate(stages):
+        last = i == len(stages) - 1
+        out = args.out if last else tmp / f"karyo_polarity_{name}.pt"
+        rc = main(["karyo", "train", *COMMON, *options, *([] if init is None else ["--init", str(init)]),
+                   "--out", str(out), *(extra if last else [])])
+        if rc:
             return rc
-        init = base_out
-    else:
-        init = args.out
-    rc = main(["karyo", "train", *COMMON, *FINE_TUNE, "--init", str(init), "--out", str(args.out), *extra])
-    if rc == 0 and args.out == SHIPPED:
+        init = out
+    if args.out == SHIPPED and args.stage in ("all", "straighten"):
         _provenance(args.out, (time.perf_counter() - t0) / 60)
-    return rc
+    return 0
 
 
 if __name__ == "__main__":

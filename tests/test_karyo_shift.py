@@ -166,7 +166,7 @@ def test_shipped_model_holds_on_another_labs_small_faint_crops():
     crops = [test[i] for i in np.sort(rng.choice(len(test), 300, replace=False))]
     model = load_polarity_model()
     for shift, floor in ((("lab", 2.0), 0.95), (("scale", 0.3), 0.95), (("contrast", 0.35), 0.94)):
-        ev = evaluate_polarity(model, build_chain_set(crops, model.size, seed=5, workers=2, shift=shift))
+        ev = evaluate_polarity(model, build_chain_set(crops, model.size, seed=5, workers=2, shift=shift, straighten=model.straighten))
         print(shift, round(ev["accuracy"], 4), round(ev["ece"], 4))
         assert ev["accuracy"] >= floor, (shift, ev["accuracy"], ev["weakest"])
         assert ev["ece"] <= 0.03, (shift, ev["ece"])

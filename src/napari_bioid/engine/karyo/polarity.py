@@ -114,7 +114,7 @@ class PolarityModel:
         out = np.zeros(len(squares))
         for i in range(0, len(squares), batch_size):
             check_cancel(cancel)
-            x = self.normalise(torch.from_numpy(np.ascontiguousarray(squares[i : i + batch_size])).to(dev))
+            x = self.normalise(torch.from_numpy(np.array(squares[i : i + batch_size])).to(dev))  # a copy: squares may be read-only
             logits = net(x)
             d = logits[:, UP] - logits[:, DOWN]
             if self.mirror:

@@ -23,7 +23,7 @@ import copy
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from .data import Crop, read_crop, to_square
 from .karyogram import ORDER
 from .polarity import DOWN, UP, PolarityModel
 from .shift import RANDOM_LAB, RANDOM_SHIFT, random_shift, shift_crop
-from .straighten import GATE_KEYS, straighten_if_bent
+from .straighten import GATE_KEYS, gate_measures, straighten_if_bent
 from .rotate import background_fill, normalise_crop, rotate_image, upright_angle
 
 
@@ -46,7 +46,9 @@ class ChainSet:
 
     ``squares``: uint8 (N, S, S), p-arm up (canonical); ``up``: bool (N,), the
     orientation the chain itself left the crop in (the evaluation label);
-    ``crop``: int (N,) index into ``crops``; rows of one crop are contiguous.
+    ``crop``: int (N,) index into ``crops``; rows of one crop are contiguous;
+    ``straighten``: the gate of :func:`.straighten.straighten_if_bent` the
+    upright crops went through before they were squared.
     """
 
     squares: np.ndarray
@@ -54,6 +56,7 @@ class ChainSet:
     crop: np.ndarray
     crops: List[Crop]
     variants: int
+    straighten: Optional[dict] = None  # the straightening gate the squares went through (None: none)
 
     def __len__(self) -> int:
         return len(self.squares)
@@ -61,6 +64,14 @@ class ChainSet:
     @property
     def chromosome(self) -> np.ndarray:
         return np.array([self.crops[i].chromosome for i in self.crop])
+
+
+def _chain_upright(image: np.ndarray, theta: float):
+    """``(upright crop, up, upright angle)`` of a p-arm-up crop fed to the chain at input angle ``theta``."""
+    # the crop as a lab would cut it at angle θ: its own background all round (white for ours)
+    rotated = normalise_crop(rotate_image(image, theta, fill=background_fill(image)))
+    a = upright_angle(rotated)
+    return rotate_image(rotated, a), bool(np.cos(np.deg2rad(theta + a)) > 0), a
 
 
 def chain_example(image: np.ndarray, theta: float, size: int, straighten: Optional[dict] = None):
@@ -74,11 +85,8 @@ def chain_example(image: np.ndarray, theta: float, size: int, straighten: Option
     p-arm up and resized to a uint8 ``size``² square, whether the chain left
     it up, and the upright angle it found.
     """
-    # the crop as a lab would cut it at angle θ: its own background all round (white for ours)
-    rotated = normalise_crop(rotate_image(image, theta, fill=background_fill(image)))
-    a = upright_angle(rotated)
-    up = bool(np.cos(np.deg2rad(theta + a)) > 0)
-    upright, _ = straighten_if_bent(rotate_image(rotated, a), straighten)
+    upright, up, a = _chain_upright(image, theta)
+    upright, _ = straighten_if_bent(upright, straighten)
     canonical = upright if up else upright[::-1, ::-1]
     return to_square(canonical, size), up, a
 
@@ -168,7 +176,7 @@ def build_chain_set(crops: Sequence[Crop], size: int = 224, variants: int = 1, s
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
-    return ChainSet(squares, up, np.repeat(np.arange(len(crops)), variants), crops, variants)
+    return ChainSet(squares, up, np.repeat(np.arange(len(crops)), variants), crops, variants, straighten)
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
@@ -184,6 +192,90 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
         if m.any():
             ece += m.mean() * abs(correct[m].mean() - confidence[m].mean())
     return float(ece)
+
+
+#: straightening gates :func:`choose_straighten_gate` tries (those at least as strict as the training gate)
+GATE_GRID = {"min_bend": (0.09, 0.1, 0.12, 0.14, 0.16, 0.2), "min_elongation": (3.0, 4.0, 5.0, 6.0, 7.0),
+             "min_length_ratio": (1.0, 1.05, 1.1, 1.2, 1.3)}
+
+
+def _gate_chunk(args):
+    paths, thetas, size, floor = args
+    out = []
+    for path, th in zip(paths, thetas):
+        img = read_crop(path)
+        for t in th:
+            upright, up, _ = _chain_upright(img, t)
+            measures, straight = gate_measures(upright, floor)
+            out.append((to_square(upright, size), None if straight is None else to_square(straight, size), up, measures))
+    return out
+
+
+def choose_straighten_gate(model: PolarityModel, crops: Sequence[Crop], floor: dict, variants: int = 8, seed: int = 111,
+                           workers: int = 1, grid: Optional[dict] = None, device: Optional[str] = None,
+                           progress: Optional[ProgressCallback] = None, cancel: Any = None) -> Tuple[Optional[dict], dict]:
+    """The straightening gate with the fewest polarity errors on validation crops, or ``None`` if none beats no gate.
+
+    Every crop runs through the chain at ``variants`` random angles (seed
+    ``seed``); each upright crop is classified as it is and, where
+    :func:`.straighten.gate_measures` straightened it, straightened, with
+    ``model`` (mirror averaging on while choosing). Gates are the
+    combinations of ``grid`` (default :data:`GATE_GRID`) at least as strict
+    as ``floor`` (the training gate, which is tried too); ties go to the gate
+    that straightens fewer crops. Returns ``(gate, report)`` with ``report``
+    = {"crops", "errors_without", "errors_with", "straightened", "tried"}.
+
+    Raises
+    ------
+    BioidInputError
+        No crops.
+    """
+    import itertools
+
+    crops = list(crops)
+    if not crops:
+        raise BioidInputError("no validation crops to choose the straightening gate on")
+    grid = GATE_GRID if grid is None else grid
+    thetas = np.random.default_rng(seed).uniform(0.0, 360.0, size=(len(crops), variants))
+    step = 64
+    jobs = [([c.path for c in crops[i : i + step]], thetas[i : i + step], model.size, float(floor["min_bend"]))
+            for i in range(0, len(crops), step)]
+    rows: list = []
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    try:
+        for res in (pool.map(_gate_chunk, jobs) if pool else map(_gate_chunk, jobs)):
+            check_cancel(cancel)
+            rows.extend(res)
+            report(progress, len(rows), len(crops) * variants, "choosing the straightening gate")
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+    up = np.array([r[2] for r in rows])
+    has = np.array([r[1] is not None for r in rows])
+    m = {k: np.array([r[3][k] for r in rows]) for k in ("bend", "elongation", "length_ratio")}
+    mirror = model.mirror
+    model.mirror = True
+    try:
+        p = model.p_up_squares(np.stack([r[0] for r in rows]), device=device, cancel=cancel)
+        ps = p.copy()
+        if has.any():
+            ps[has] = model.p_up_squares(np.stack([r[1] for r in rows if r[1] is not None]), device=device, cancel=cancel)
+    finally:
+        model.mirror = mirror
+    errors_without = int(np.sum((p >= 0.5) != up))
+    floor = {k: float(floor[k]) for k in GATE_KEYS}
+    candidates = [floor] + [dict(zip(GATE_KEYS, map(float, g))) for g in itertools.product(*(grid[k] for k in GATE_KEYS))
+                            if all(v >= floor[k] for k, v in zip(GATE_KEYS, g))]
+    tried = []
+    for gate in candidates:
+        sel = has & (m["bend"] > gate["min_bend"]) & (m["elongation"] > gate["min_elongation"]) & (m["length_ratio"] > gate["min_length_ratio"])
+        errors = int(np.sum((np.where(sel, ps, p) >= 0.5) != up))
+        tried.append({"gate": gate, "errors": errors, "straightened": int(sel.sum())})
+    best = min(tried, key=lambda t: (t["errors"], t["straightened"]))
+    report_ = {"crops": len(rows), "variants": variants, "errors_without": errors_without, "errors_with": best["errors"],
+               "straightened": best["straightened"], "training_gate": next(t for t in tried if t["gate"] == floor),
+               "best_five": sorted(tried, key=lambda t: (t["errors"], t["straightened"]))[:5]}
+    return (best["gate"] if best["errors"] < errors_without else None), report_
 
 
 def chain_inputs(data: ChainSet) -> np.ndarray:
@@ -206,7 +298,16 @@ def evaluate_polarity(model: PolarityModel, data: ChainSet, batch_size: int = 12
     of the errors whose confidence is under ``review_threshold``), ``flagged``
     (share of all crops under it). ``p_up``: the model's probabilities for
     ``data`` as fed here (:func:`chain_inputs`), when already computed.
+
+    Raises
+    ------
+    BioidInputError
+        ``model`` straightens bent chromosomes but ``data`` was built with
+        another gate (or none), so it would not be fed what the chain feeds it.
     """
+    if model.straighten is not None and data.straighten != model.straighten:
+        raise BioidInputError(f"the model straightens bent chromosomes (gate {model.straighten}) but these chain outputs were "
+                              f"built with gate {data.straighten}: build them with straighten=model.straighten")
     p = model.p_up_squares(chain_inputs(data), batch_size, progress, cancel, device) if p_up is None else np.asarray(p_up)
     pred, truth = p >= 0.5, data.up
     tp, fp = int(np.sum(pred & truth)), int(np.sum(pred & ~truth))
@@ -336,7 +437,7 @@ def _cached_chain_set(name: str, cache_dir, crops, size: int, variants: int, see
         path = Path(cache_dir) / f"{name}_{size}px_{variants}v{tag}_seed{seed}_{key}.npz"
         if path.is_file():
             z = np.load(path)
-            return ChainSet(z["squares"], z["up"], z["crop"], list(crops), variants)
+            return ChainSet(z["squares"], z["up"], z["crop"], list(crops), variants, straighten)
     data = build_chain_set(crops, size, variants, seed, workers, progress, cancel, augment=augment, straighten=straighten)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -406,9 +507,17 @@ def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 22
     te = _cached_chain_set("test", cache_dir, test, size, 1, seed + 12, workers, progress, cancel, straighten=straighten)
     model = train_polarity(tr, va, depth=depth, width=width, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                            device=device, progress=progress, cancel=cancel, on_epoch=on_epoch, init=init)
-    model.straighten = straighten
     model.metrics["split"] = split
-    model.metrics["straighten"] = straighten
+    if straighten is not None:  # the training gate is a floor; the gate the model keeps is chosen on validation crops
+        gate, rep = choose_straighten_gate(model, val, straighten, workers=workers, seed=seed + 111, device=device,
+                                           progress=progress, cancel=cancel)
+        model.metrics["straighten"] = {"trained_with": straighten, "chosen_on_validation": gate, "validation": rep}
+        if gate != straighten:
+            va = _cached_chain_set("val", cache_dir, val, size, 1 if mode == "none" else (4 if mode == "lab" else 2), seed + 11,
+                                   workers, progress, cancel, mode, gate)
+            te = _cached_chain_set("test", cache_dir, test, size, 1, seed + 12, workers, progress, cancel, straighten=gate)
+        straighten = gate
+    model.straighten = straighten
     if init is not None:
         model.metrics["fine_tuned_from"] = {k: init.metrics.get(k) for k in ("script", "recipe", "augment", "train_minutes")}
         model.metrics["fine_tuned_from"]["test_accuracy"] = (init.metrics.get("test") or {}).get("accuracy")
