@@ -188,8 +188,9 @@ def test_decisions_override_and_csv_round_trip(tmp_path):
     assert read_decisions(path.with_name("decisions.csv.bak")) == [d, f]  # the old file is kept
 
 
-def test_cli_train_on_a_few_cases_writes_model_and_metrics(crops, tmp_path):
-    cases = sorted({c.case for c in crops})[:14]
+def _train_cli_on_cases(crops, n_cases, tmp_path, *options):
+    """``bioid karyo train`` on the first ``n_cases`` cases (linked into a folder of the expected layout); returns (result, model path)."""
+    cases = sorted({c.case for c in crops})[:n_cases]
     data = tmp_path / "data"
     for c in crops:
         if c.case in cases:
@@ -198,7 +199,12 @@ def test_cli_train_on_a_few_cases_writes_model_and_metrics(crops, tmp_path):
             (dest / c.path.name).symlink_to(c.path)
     out = tmp_path / "m.pt"
     res = subprocess.run([sys.executable, "-m", "napari_bioid.cli", "karyo", "train", "--data", str(data), "--out", str(out),
-                          "--size", "48", "--width", "8", "--epochs", "3", "--variants", "1"], capture_output=True, text=True)
+                          *options], capture_output=True, text=True)
+    return res, out
+
+
+def test_cli_train_on_a_few_cases_writes_model_and_metrics(crops, tmp_path):
+    res, out = _train_cli_on_cases(crops, 14, tmp_path, "--size", "48", "--width", "8", "--epochs", "3", "--variants", "1")
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     metrics = json.loads(out.with_suffix(".json").read_text())
@@ -210,17 +216,8 @@ def test_cli_train_on_a_few_cases_writes_model_and_metrics(crops, tmp_path):
 
 
 def test_cli_train_with_straightening_chooses_the_gate_on_validation_crops(crops, tmp_path):
-    cases = sorted({c.case for c in crops})[:10]
-    data = tmp_path / "data"
-    for c in crops:
-        if c.case in cases:
-            dest = data / c.case / c.path.parent.name
-            dest.mkdir(parents=True, exist_ok=True)
-            (dest / c.path.name).symlink_to(c.path)
-    out = tmp_path / "m.pt"
-    res = subprocess.run([sys.executable, "-m", "napari_bioid.cli", "karyo", "train", "--data", str(data), "--out", str(out),
-                          "--size", "32", "--width", "4", "--epochs", "1", "--variants", "1", "--straighten", "0.09,3,1"],
-                         capture_output=True, text=True)
+    res, out = _train_cli_on_cases(crops, 10, tmp_path, "--size", "32", "--width", "4", "--epochs", "1", "--variants", "1",
+                                   "--straighten", "0.09,3,1")
     assert res.returncode == 0, res.stderr
     metrics = json.loads(out.with_suffix(".json").read_text())
     chosen = metrics["straighten"]["chosen_on_validation"]
