@@ -83,6 +83,63 @@ def test_model_file_keeps_its_straightening_gate_and_applies_it(tmp_path):
     assert again.p_up([arc]) == pytest.approx(again.p_up_squares(to_square(arc, 32)[None]))
 
 
+def test_ensemble_averages_its_members_log_odds_and_round_trips(tmp_path):
+    import torch
+
+    from napari_bioid.engine.karyo.training import ensemble_models
+
+    torch.manual_seed(0)
+    a, b, c = (PolarityModel(depth=18, width=4, size=32) for _ in range(3))
+    rng = np.random.default_rng(0)
+    squares = rng.integers(0, 256, (6, 32, 32)).astype(np.uint8)
+    ens = ensemble_models([a, b])
+    assert ens.members == 2 and ens.mirror is False and ens.straighten is None
+    mean = 0.5 * (a.log_odds_squares(squares) + b.log_odds_squares(squares))
+    assert ens.log_odds_squares(squares) == pytest.approx(mean, abs=1e-5)
+    assert not np.allclose(a.log_odds_squares(squares), b.log_odds_squares(squares))  # the members really differ
+    # the file keeps the members; an ensemble joined with another model contributes each of its networks
+    again = load_polarity_model(save_polarity_model(ens, tmp_path / "e.pt"))
+    assert again.members == 2 and again.config() == ens.config()
+    assert again.log_odds_squares(squares) == pytest.approx(mean, abs=1e-5)
+    three = ensemble_models([again, c])
+    assert three.members == 3
+    assert three.log_odds_squares(squares) == pytest.approx((2 * mean + c.log_odds_squares(squares)) / 3, abs=1e-5)
+    with pytest.raises(BioidInputError, match="at least two"):
+        ensemble_models([a])
+    with pytest.raises(BioidInputError, match="must share"):
+        ensemble_models([a, PolarityModel(depth=18, width=8, size=32)])
+
+
+def test_cli_ensemble_of_two_trained_models_is_finished_on_their_split(crops, tmp_path):
+    opts = ("--size", "48", "--width", "8", "--epochs", "3", "--variants", "1", "--straighten", "off")
+    res, first = _train_cli_on_cases(crops, 14, tmp_path, *opts)
+    assert res.returncode == 0, res.stderr
+    second = tmp_path / "m2.pt"
+    cli = [sys.executable, "-m", "napari_bioid.cli", "karyo"]
+    res = subprocess.run([*cli, "train", "--data", str(tmp_path / "data"), "--out", str(second), "--seed", "1", *opts],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "e.pt"
+    res = subprocess.run([*cli, "ensemble", str(first), str(second), "--data", str(tmp_path / "data"), "--out", str(out)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    metrics = json.loads(out.with_suffix(".json").read_text())
+    ens = load_polarity_model(out)
+    assert ens.members == 2 and ens.width == 8 and ens.mirror is False and ens.straighten is None
+    members = [json.loads(p.with_suffix(".json").read_text()) for p in (first, second)]
+    # the same held-out cases as the members' own tests, measured again for the ensemble
+    assert metrics["split"] == members[0]["split"] and summary["test_crops"] == members[0]["test"]["n"]
+    assert [m["test_accuracy"] for m in metrics["ensemble"]["members"]] == [m["test"]["accuracy"] for m in members]
+    assert summary["test_accuracy"] > 0.6 and set(metrics["val_mirror"]) == {"off"}
+    print("tiny members", [m["test"]["accuracy"] for m in members], "ensemble", summary["test_accuracy"])
+    # members of another architecture are refused before anything is written
+    other = save_polarity_model(PolarityModel(depth=18, width=4, size=48), tmp_path / "w4.pt")
+    res = subprocess.run([*cli, "ensemble", str(first), str(other), "--data", str(tmp_path / "data"), "--out", str(tmp_path / "bad.pt")],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "must share" in res.stderr and not (tmp_path / "bad.pt").exists()
+
+
 def test_shipped_model_reports_its_held_out_accuracy():
     model = load_polarity_model()
     test = model.metrics["test"]

@@ -1,4 +1,4 @@
-"""``bioid karyo train|orient``: chromosome rotation and polarity."""
+"""``bioid karyo train|ensemble|orient``: chromosome rotation and polarity."""
 
 from __future__ import annotations
 
@@ -45,6 +45,23 @@ def _add_karyo(sub) -> None:
     tr.add_argument("--device", default=None)
     tr.add_argument("--overwrite", action="store_true")
 
+    ens = ksub.add_parser("ensemble", help="average trained polarity models (same architecture) into one model file")
+    ens.add_argument("models", nargs="+", help="polarity model files to average ('default': the shipped one); at least two networks")
+    ens.add_argument("--data", required=True, type=Path,
+                     help="the crop folder the members were trained on: split by case as `train` splits it; the gate, "
+                          "mirror and temperature are chosen on its validation cases and its test cases are measured")
+    ens.add_argument("--out", required=True, type=Path, help="model file to write (.pt); metrics go to <out>.json")
+    ens.add_argument("--straighten", default=None, metavar="BEND,ELONGATION,RATIO|off",
+                     help="the loosest straightening gate to choose from (default: the one the members were trained with)")
+    ens.add_argument("--mirror", choices=("off", "on", "choose"), default="off",
+                     help="also average each crop's mirror image (doubles the cost again; default off)")
+    ens.add_argument("--test-fraction", type=float, default=0.3, help="fraction of the cases held out for the test")
+    ens.add_argument("--workers", type=int, default=1, help="processes that prepare the crops")
+    ens.add_argument("--cache", type=Path, default=None, help="folder to keep the prepared crops in between runs")
+    ens.add_argument("--seed", type=int, default=0)
+    ens.add_argument("--device", default=None)
+    ens.add_argument("--overwrite", action="store_true")
+
     orr = ksub.add_parser("orient", help="turn every crop upright with the short arm up; write decisions.csv")
     orr.add_argument("input", type=Path, help="folder of crops (searched recursively), or one whole image with --labels")
     orr.add_argument("--out", required=True, type=Path, help="output folder (crops + decisions.csv)")
@@ -56,8 +73,7 @@ def _add_karyo(sub) -> None:
 
 
 def _karyo_train(args) -> int:
-    from ..engine.io import atomic_write, prepare_output
-    from ..engine.karyo.polarity import save_polarity_model
+    from ..engine.io import prepare_output
     from ..engine.karyo.training import train_from_folder
     from ..engine.progress import TqdmProgress
 
@@ -71,18 +87,7 @@ def _karyo_train(args) -> int:
         from ..engine.karyo.polarity import load_polarity_model
 
         init = load_polarity_model(None if args.init == "default" else Path(args.init))
-    straighten = None
-    if args.straighten is not None:
-        if args.straighten.strip().lower() == "off":
-            straighten = False
-        else:
-            try:
-                values = [float(v) for v in args.straighten.split(",")]
-            except ValueError:
-                values = []
-            if len(values) != 3:
-                raise BioidInputError(f"--straighten takes BEND,ELONGATION,RATIO (three numbers) or 'off', got {args.straighten!r}")
-            straighten = dict(zip(("min_bend", "min_elongation", "min_length_ratio"), values))
+    straighten = _gate_option(args.straighten)
     bar = TqdmProgress("karyo")
 
     def on_epoch(rec):
@@ -100,13 +105,62 @@ def _karyo_train(args) -> int:
                                   on_epoch=on_epoch, log=lambda m: print(m, file=sys.stderr))
     finally:
         bar.close()
-    save_polarity_model(model, args.out, overwrite=args.overwrite)
-    with atomic_write(metrics_path, overwrite=args.overwrite) as tmp:
+    _save_and_report(model, args.out, metrics_path, args.overwrite)
+    return 0
+
+
+def _gate_option(text):
+    """``--straighten`` as a gate dict, ``False`` ('off') or ``None`` (not given)."""
+    if text is None:
+        return None
+    if text.strip().lower() == "off":
+        return False
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 3:
+        raise BioidInputError(f"--straighten takes BEND,ELONGATION,RATIO (three numbers) or 'off', got {text!r}")
+    return dict(zip(("min_bend", "min_elongation", "min_length_ratio"), values))
+
+
+def _save_and_report(model, out: Path, metrics_path: Path, overwrite: bool) -> None:
+    """Write a trained polarity model and its metrics (atomically) and print the test summary as JSON."""
+    from ..engine.io import atomic_write
+    from ..engine.karyo.polarity import save_polarity_model
+
+    save_polarity_model(model, out, overwrite=overwrite)
+    with atomic_write(metrics_path, overwrite=overwrite) as tmp:
         tmp.write_text(json.dumps(model.metrics, indent=1))
     test = model.metrics["test"]
-    print(json.dumps({"model": str(args.out), "test_accuracy": round(test["accuracy"], 4), "test_crops": test["n"],
+    print(json.dumps({"model": str(out), "test_accuracy": round(test["accuracy"], 4), "test_crops": test["n"],
                       "tp": test["tp"], "fp": test["fp"], "tn": test["tn"], "fn": test["fn"],
                       "weakest": {c: round(test["per_chromosome"][c]["accuracy"], 4) for c in test["weakest"]}}))
+
+
+def _karyo_ensemble(args) -> int:
+    from ..engine.io import prepare_output
+    from ..engine.karyo.polarity import load_polarity_model
+    from ..engine.karyo.training import ensemble_from_folder
+    from ..engine.progress import TqdmProgress
+
+    prepare_output(args.out, args.overwrite)
+    metrics_path = args.out.with_suffix(".json")
+    prepare_output(metrics_path, args.overwrite)
+    if not 0 < args.test_fraction < 1:
+        raise BioidInputError("--test-fraction must be between 0 and 1")
+    straighten = _gate_option(args.straighten)
+    members = [load_polarity_model(None if m == "default" else Path(m)) for m in args.models]
+    bar = TqdmProgress("ensemble")
+    try:
+        model = ensemble_from_folder(args.data, members, straighten=straighten,
+                                     mirror={"off": False, "on": True, "choose": None}[args.mirror],
+                                     test_fraction=args.test_fraction, seed=args.seed, workers=args.workers,
+                                     cache_dir=args.cache, device=args.device, progress=bar,
+                                     log=lambda m: print(m, file=sys.stderr))
+    finally:
+        bar.close()
+    _save_and_report(model, args.out, metrics_path, args.overwrite)
     return 0
 
 
@@ -151,5 +205,5 @@ def _karyo_orient(args) -> int:
     return 0
 
 
-HANDLERS = {"train": _karyo_train, "orient": _karyo_orient}
+HANDLERS = {"train": _karyo_train, "ensemble": _karyo_ensemble, "orient": _karyo_orient}
 add = _add_karyo

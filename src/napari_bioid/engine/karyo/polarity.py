@@ -7,8 +7,14 @@ replicated to 3 channels, normalised with mean 0.772 / std 0.245; class 0 =
 "down" (short arm down), class 1 = "up".
 
 A model file (``.pt``, written with :func:`save_polarity_model`) carries the
-weights, the architecture (depth, width), the input size and normalisation and
-the metrics it reached, so a file is all that is needed to use it.
+weights, the architecture (depth, width, number of ensemble members), the input
+size and normalisation and the metrics it reached, so a file is all that is
+needed to use it.
+
+A model may be an ensemble of independently trained networks of one
+architecture (:class:`PolarityEnsemble`, "deep ensembles", Lakshminarayanan et
+al., NeurIPS 2017): their logits are averaged, so the log-odds are the mean of
+the members' log-odds.
 """
 
 from __future__ import annotations
@@ -32,6 +38,25 @@ MODEL_KIND = "napari-bioid/karyo-polarity"
 DEFAULT_MODEL_NAME = "karyo_polarity_default.pt"
 #: class indices of the reference classifier
 DOWN, UP = 0, 1
+
+
+class PolarityEnsemble(torch.nn.Module):
+    """Networks of one architecture whose logits are averaged: (B, 3, S, S) float32 → (B, 2) float32.
+
+    Deep ensembles (Lakshminarayanan et al., NeurIPS 2017): members trained
+    apart (other seeds, recipes) err on partly different crops, so the mean
+    is more accurate than either, at the cost of one forward pass per member.
+    """
+
+    def __init__(self, members: Sequence[torch.nn.Module]):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.members[0](x)
+        for m in self.members[1:]:
+            out = out + m(x)
+        return out / len(self.members)
 
 
 def default_model_path() -> Path:
@@ -61,7 +86,9 @@ class PolarityModel:
     on validation cases by :func:`~.training.fit_temperature`); ``straighten``:
     long, thin, bent chromosomes are straightened along their axis before they
     are squared (:func:`~.straighten.straighten_if_bent`, its gate; ``None``:
-    never), as they were in training.
+    never), as they were in training; ``members``: number of networks of this
+    architecture whose logits are averaged (:class:`PolarityEnsemble`; 1: a
+    single network).
     """
 
     depth: int = 18
@@ -74,15 +101,19 @@ class PolarityModel:
     straighten: Optional[dict] = None  # gate of straighten.straighten_if_bent for the upright crops (None: never)
     metrics: Dict[str, Any] = field(default_factory=dict)
     net: Optional[torch.nn.Module] = None
+    members: int = 1  # networks whose logits are averaged (PolarityEnsemble); 1: a single ResNet
 
     def __post_init__(self):
+        if self.members < 1:
+            raise BioidInputError(f"a polarity model needs at least one network, got members={self.members}")
         if self.net is None:
-            self.net = resnet(self.depth, num_classes=2, width=self.width, in_channels=3)
+            nets = [resnet(self.depth, num_classes=2, width=self.width, in_channels=3) for _ in range(self.members)]
+            self.net = nets[0] if self.members == 1 else PolarityEnsemble(nets)
 
     def config(self) -> dict:
         return {"depth": self.depth, "width": self.width, "size": self.size, "mean": self.mean, "std": self.std,
                 "mirror": self.mirror, "temperature": self.temperature, "straighten": self.straighten,
-                "classes": {"0": "down", "1": "up"}}
+                "members": self.members, "classes": {"0": "down", "1": "up"}}
 
     def square(self, upright: np.ndarray) -> np.ndarray:
         """The classifier's uint8 (size, size) input for one upright crop: straightened if the gate says so, then :func:`~.data.to_square`."""
@@ -166,7 +197,7 @@ def load_polarity_model(path: Optional[PathLike] = None) -> PolarityModel:
     cfg = payload["config"]
     model = PolarityModel(int(cfg["depth"]), int(cfg["width"]), int(cfg["size"]), float(cfg["mean"]), float(cfg["std"]),
                           bool(cfg.get("mirror", False)), float(cfg.get("temperature", 1.0)), cfg.get("straighten"),
-                          metrics=payload.get("metrics", {}))
+                          metrics=payload.get("metrics", {}), members=int(cfg.get("members", 1)))
     try:
         model.net.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

@@ -213,13 +213,15 @@ def _gate_chunk(args):
 
 def choose_straighten_gate(model: PolarityModel, crops: Sequence[Crop], floor: dict, variants: int = 8, seed: int = 111,
                            workers: int = 1, grid: Optional[dict] = None, device: Optional[str] = None,
-                           progress: Optional[ProgressCallback] = None, cancel: Any = None) -> Tuple[Optional[dict], dict]:
+                           progress: Optional[ProgressCallback] = None, cancel: Any = None,
+                           mirror: bool = True) -> Tuple[Optional[dict], dict]:
     """The straightening gate with the fewest polarity errors on validation crops, or ``None`` if none beats no gate.
 
     Every crop runs through the chain at ``variants`` random angles (seed
     ``seed``); each upright crop is classified as it is and, where
     :func:`.straighten.gate_measures` straightened it, straightened, with
-    ``model`` (mirror averaging on while choosing). Gates are the
+    ``model`` (mirror averaging on while choosing unless ``mirror`` is False,
+    e.g. for an ensemble that runs without it). Gates are the
     combinations of ``grid`` (default :data:`GATE_GRID`) at least as strict
     as ``floor`` (the training gate, which is tried too); ties go to the gate
     that straightens fewer crops. Returns ``(gate, report)`` with ``report``
@@ -256,15 +258,15 @@ def choose_straighten_gate(model: PolarityModel, crops: Sequence[Crop], floor: d
     up = np.array([r[2] for r in rows])
     has = np.array([r[1] is not None for r in rows])
     m = {k: np.array([r[3][k] for r in rows]) for k in ("bend", "elongation", "length_ratio")}
-    mirror = model.mirror
-    model.mirror = True
+    kept = model.mirror
+    model.mirror = bool(mirror)
     try:
         p = model.p_up_squares(np.stack([r[0] for r in rows]), device=device, cancel=cancel)
         ps = p.copy()
         if has.any():
             ps[has] = model.p_up_squares(np.stack([r[1] for r in rows if r[1] is not None]), device=device, cancel=cancel)
     finally:
-        model.mirror = mirror
+        model.mirror = kept
     errors_without = int(np.sum((p >= 0.5) != up))
     floor = {k: float(floor[k]) for k in GATE_KEYS}
     candidates = [floor] + [dict(zip(GATE_KEYS, map(float, g))) for g in itertools.product(*(grid[k] for k in GATE_KEYS))
@@ -366,7 +368,7 @@ def train_polarity(train: ChainSet, val: Optional[ChainSet] = None, depth: int =
     if init is not None:
         if init.size != size:
             raise BioidInputError(f"the model to fine-tune takes {init.size}-px squares, the training set has {size}-px ones")
-        model = PolarityModel(init.depth, init.width, size, init.mean, init.std, net=copy.deepcopy(init.net))
+        model = PolarityModel(init.depth, init.width, size, init.mean, init.std, net=copy.deepcopy(init.net), members=init.members)
     else:
         model = PolarityModel(depth, width, size)
     net = model.net.to(dev)
@@ -450,6 +452,22 @@ def _cached_chain_set(name: str, cache_dir, crops, size: int, variants: int, see
     return data
 
 
+#: validation chain outputs per crop, by augmentation mode (shifted copies of the crops where training had them)
+_VAL_VARIANTS = {"none": 1, "shift": 2, "lab": 4}
+
+
+def _split(data_dir, test_fraction: float, val_fraction: float, split_seed: int):
+    """``(train, val, test)`` crop lists of a collection, split by case as :func:`train_from_folder` does."""
+    from .data import list_crops, split_by_case
+
+    crops = list_crops(data_dir)
+    if len({c.case for c in crops}) < 3:
+        raise BioidInputError(f"{data_dir}: need crops from at least 3 cases to split into train/validation/test by case")
+    train_all, test = split_by_case(crops, test_fraction, seed=split_seed)
+    train, val = split_by_case(train_all, val_fraction, seed=split_seed + 1)
+    return train, val, test
+
+
 def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 224, epochs: int = 24, batch_size: int = 32,
                       lr: float = 0.01, variants: int = 2, test_fraction: float = 0.3, val_fraction: float = 0.1,
                       split_seed: int = 0, max_cases: Optional[int] = None, workers: int = 1, cache_dir=None, seed: int = 0,
@@ -490,13 +508,7 @@ def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 22
         if missing:
             raise BioidInputError(f"straightening gate lacks {', '.join(missing)}")
         straighten = {k: float(straighten[k]) for k in GATE_KEYS}
-    from .data import list_crops, split_by_case
-
-    crops = list_crops(data_dir)
-    if len({c.case for c in crops}) < 3:
-        raise BioidInputError(f"{data_dir}: need crops from at least 3 cases to split into train/validation/test by case")
-    train_all, test = split_by_case(crops, test_fraction, seed=split_seed)
-    train, val = split_by_case(train_all, val_fraction, seed=split_seed + 1)
+    train, val, test = _split(data_dir, test_fraction, val_fraction, split_seed)
     if max_cases:
         keep = set(sorted({c.case for c in train})[:max_cases])
         train = [c for c in train if c.case in keep]
@@ -505,8 +517,7 @@ def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 22
     if log:
         log("split by case: " + ", ".join(f"{k} {v['crops']} crops / {v['cases']} cases" for k, v in split.items()))
     tr = _cached_chain_set("train", cache_dir, train, size, variants, seed + 10, workers, progress, cancel, mode, straighten)
-    va = _cached_chain_set("val", cache_dir, val, size, 1 if mode == "none" else (4 if mode == "lab" else 2), seed + 11, workers,
-                           progress, cancel, mode, straighten)
+    va = _cached_chain_set("val", cache_dir, val, size, _VAL_VARIANTS[mode], seed + 11, workers, progress, cancel, mode, straighten)
     te = _cached_chain_set("test", cache_dir, test, size, 1, seed + 12, workers, progress, cancel, straighten=straighten)
     model = train_polarity(tr, va, depth=depth, width=width, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                            device=device, progress=progress, cancel=cancel, on_epoch=on_epoch, init=init)
@@ -516,8 +527,7 @@ def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 22
                                            progress=progress, cancel=cancel)
         model.metrics["straighten"] = {"trained_with": straighten, "chosen_on_validation": gate, "validation": rep}
         if gate != straighten:
-            va = _cached_chain_set("val", cache_dir, val, size, 1 if mode == "none" else (4 if mode == "lab" else 2), seed + 11,
-                                   workers, progress, cancel, mode, gate)
+            va = _cached_chain_set("val", cache_dir, val, size, _VAL_VARIANTS[mode], seed + 11, workers, progress, cancel, mode, gate)
             te = _cached_chain_set("test", cache_dir, test, size, 1, seed + 12, workers, progress, cancel, straighten=gate)
         straighten = gate
     model.straighten = straighten
@@ -565,11 +575,12 @@ def fit_temperature(model: PolarityModel, data: ChainSet, device: Optional[str] 
 
 
 def finish_model(model: PolarityModel, val: Optional[ChainSet], test: ChainSet, device: Optional[str] = None,
-                 cancel: Any = None) -> PolarityModel:
+                 cancel: Any = None, mirror: Optional[bool] = None) -> PolarityModel:
     """Choose mirror averaging and fit the temperature on the validation set, then measure the test set once.
 
     ``model.mirror`` is set when averaging the crop and its mirror image is
-    more accurate on ``val``, and ``model.temperature`` by
+    more accurate on ``val`` (``mirror`` True/False: fixed instead, e.g. off
+    where its cost is not affordable), and ``model.temperature`` by
     :func:`fit_temperature` on ``val`` (never decided on the test set). Stores
     ``metrics["val_mirror"]`` ({"off", "on"} accuracies), ``metrics["temperature"]``
     (with the validation ECE before and after) and ``metrics["test"]``.
@@ -577,11 +588,11 @@ def finish_model(model: PolarityModel, val: Optional[ChainSet], test: ChainSet, 
     if val is not None and len(val):
         x = chain_inputs(val)
         log_odds, acc = {}, {}
-        for flag in (False, True):  # the network runs once per setting; everything below is derived from its log-odds
+        for flag in ((False, True) if mirror is None else (bool(mirror),)):  # everything below is derived from these log-odds
             model.mirror = flag
             log_odds[flag] = model.log_odds_squares(x, 128, None, cancel, device)
             acc["on" if flag else "off"] = evaluate_polarity(model, val, p_up=_sigmoid(log_odds[flag]))["accuracy"]
-        model.mirror = acc["on"] > acc["off"]
+        model.mirror = acc["on"] > acc["off"] if mirror is None else bool(mirror)
         model.metrics["val_mirror"] = acc
         d = log_odds[model.mirror]
         model.temperature = fit_temperature(model, val, log_odds=d)
@@ -590,3 +601,98 @@ def finish_model(model: PolarityModel, val: Optional[ChainSet], test: ChainSet, 
         model.metrics["temperature"] = {"value": model.temperature, "val_ece_before": before, "val_ece_after": after}
     model.metrics["test"] = evaluate_polarity(model, test, device=device, cancel=cancel)
     return model
+
+
+def ensemble_models(members: Sequence[PolarityModel]) -> PolarityModel:
+    """One :class:`.polarity.PolarityModel` averaging the logits of ``members`` (:class:`.polarity.PolarityEnsemble`).
+
+    Members that are ensembles themselves contribute each of their networks.
+    The result keeps no mirror, temperature or gate of the members: choose
+    them with :func:`ensemble_from_folder` (or :func:`finish_model`). The
+    members' networks are copied, never shared.
+
+    Raises
+    ------
+    BioidInputError
+        Fewer than two networks, or members of another depth, width, input
+        size or normalisation than the first.
+    """
+    from .polarity import PolarityEnsemble
+
+    members = list(members)
+    nets = []
+    for m in members:
+        key, first = (m.depth, m.width, m.size, m.mean, m.std), members[0]
+        if key != (first.depth, first.width, first.size, first.mean, first.std):
+            raise BioidInputError(f"ensemble members must share depth, width, input size and normalisation: {key} vs "
+                                  f"{(first.depth, first.width, first.size, first.mean, first.std)}")
+        nets.extend(m.net.members if m.members > 1 else [m.net])
+    if len(nets) < 2:
+        raise BioidInputError("an ensemble needs at least two networks")
+    first = members[0]
+    net = PolarityEnsemble([copy.deepcopy(n) for n in nets]).eval()
+    return PolarityModel(first.depth, first.width, first.size, first.mean, first.std, net=net, members=len(nets))
+
+
+def _training_gate(members: Sequence[PolarityModel]) -> Optional[dict]:
+    """The straightening gate the members were trained with (their floor), or ``None`` if none was."""
+    gates = []
+    for m in members:
+        g = (m.metrics.get("straighten") or {}).get("trained_with", m.straighten)
+        gates.append(None if g is None else {k: float(g[k]) for k in GATE_KEYS})
+    if any(g != gates[0] for g in gates):
+        raise BioidInputError(f"the members were trained with different straightening gates {gates}: name the gate to choose from")
+    return gates[0]
+
+
+def ensemble_from_folder(data_dir, members: Sequence[PolarityModel], straighten: Union[dict, bool, None] = None,
+                         mirror: Optional[bool] = False, augment: Union[bool, str] = "lab", test_fraction: float = 0.3,
+                         val_fraction: float = 0.1, split_seed: int = 0, seed: int = 0, workers: int = 1, cache_dir=None,
+                         device: Optional[str] = None, progress: Optional[ProgressCallback] = None, cancel: Any = None,
+                         log: Optional[Callable[[str], None]] = None) -> PolarityModel:
+    """``bioid karyo ensemble``: average trained polarity models and finish the ensemble on the same split.
+
+    The crop collection is split by case exactly as :func:`train_from_folder`
+    splits it (so the members' training cases stay out of validation and
+    test); the straightening gate is chosen on the validation cases
+    (:func:`choose_straighten_gate`, from ``straighten``, default: the gate the
+    members were trained with; ``False``: none), then mirror averaging
+    (``mirror``: ``None`` = choose on validation; default off, since each
+    member already costs one pass) and the temperature
+    (:func:`finish_model`), and the held-out test is measured once. Metrics
+    record each member's recipe and test accuracy.
+
+    Raises
+    ------
+    BioidInputError
+        See :func:`ensemble_models`; members trained with different gates and
+        no ``straighten`` given; the errors of :func:`train_from_folder`'s split.
+    """
+    mode = augment_mode(augment)
+    ens = ensemble_models(members)
+    floor = _training_gate(members) if straighten is None else (None if straighten is False else straighten)
+    if floor is not None:
+        missing = [k for k in GATE_KEYS if k not in floor]
+        if missing:
+            raise BioidInputError(f"straightening gate lacks {', '.join(missing)}")
+        floor = {k: float(floor[k]) for k in GATE_KEYS}
+    train, val, test = _split(data_dir, test_fraction, val_fraction, split_seed)
+    if log:
+        log(f"ensemble of {ens.members} networks; validation {len(val)} crops, test {len(test)} crops")
+    gate = None
+    if floor is not None:
+        gate, rep = choose_straighten_gate(ens, val, floor, workers=workers, seed=seed + 111, device=device, progress=progress,
+                                           cancel=cancel, mirror=bool(mirror))
+        ens.metrics["straighten"] = {"trained_with": floor, "chosen_on_validation": gate, "validation": rep}
+    ens.straighten = gate
+    va = _cached_chain_set("val", cache_dir, val, ens.size, _VAL_VARIANTS[mode], seed + 11, workers, progress, cancel, mode, gate)
+    te = _cached_chain_set("test", cache_dir, test, ens.size, 1, seed + 12, workers, progress, cancel, straighten=gate)
+    ens.metrics["ensemble"] = {"members": [
+        {**{k: m.metrics.get(k) for k in ("script", "recipe", "train_minutes", "trained_on", "best_val_accuracy")},
+         "test_accuracy": (m.metrics.get("test") or {}).get("accuracy")} for m in members]}
+    ens.metrics["split"] = {name: {"crops": len(part), "cases": len({c.case for c in part})}
+                            for name, part in (("train", train), ("validation", val), ("test", test))}
+    finish_model(ens, va, te, device=device, cancel=cancel, mirror=mirror)
+    ens.metrics["test_definition"] = (f"held-out cases ({test_fraction:.0%} of the cases, split seed {split_seed}), each crop "
+                                      "once at a random input angle through rotate-upright → classify; positive = p-arm up")
+    return ens
