@@ -73,15 +73,10 @@ def _add_karyo(sub) -> None:
 
 
 def _karyo_train(args) -> int:
-    from ..engine.io import prepare_output
     from ..engine.karyo.training import train_from_folder
     from ..engine.progress import TqdmProgress
 
-    prepare_output(args.out, args.overwrite)
-    metrics_path = args.out.with_suffix(".json")
-    prepare_output(metrics_path, args.overwrite)
-    if not 0 < args.test_fraction < 1:
-        raise BioidInputError("--test-fraction must be between 0 and 1")
+    metrics_path = _prepare_model_outputs(args)
     init = None
     if args.init is not None:
         from ..engine.karyo.polarity import load_polarity_model
@@ -107,6 +102,18 @@ def _karyo_train(args) -> int:
         bar.close()
     _save_and_report(model, args.out, metrics_path, args.overwrite)
     return 0
+
+
+def _prepare_model_outputs(args) -> Path:
+    """Check ``--out`` and its ``.json`` can be written and ``--test-fraction`` is sane; returns the metrics path."""
+    from ..engine.io import prepare_output
+
+    prepare_output(args.out, args.overwrite)
+    metrics_path = args.out.with_suffix(".json")
+    prepare_output(metrics_path, args.overwrite)
+    if not 0 < args.test_fraction < 1:
+        raise BioidInputError("--test-fraction must be between 0 and 1")
+    return metrics_path
 
 
 def _gate_option(text):
@@ -139,16 +146,11 @@ def _save_and_report(model, out: Path, metrics_path: Path, overwrite: bool) -> N
 
 
 def _karyo_ensemble(args) -> int:
-    from ..engine.io import prepare_output
     from ..engine.karyo.polarity import load_polarity_model
     from ..engine.karyo.training import ensemble_from_folder
     from ..engine.progress import TqdmProgress
 
-    prepare_output(args.out, args.overwrite)
-    metrics_path = args.out.with_suffix(".json")
-    prepare_output(metrics_path, args.overwrite)
-    if not 0 < args.test_fraction < 1:
-        raise BioidInputError("--test-fraction must be between 0 and 1")
+    metrics_path = _prepare_model_outputs(args)
     straighten = _gate_option(args.straighten)
     members = [load_polarity_model(None if m == "default" else Path(m)) for m in args.models]
     bar = TqdmProgress("ensemble")

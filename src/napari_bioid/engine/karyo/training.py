@@ -456,6 +456,22 @@ def _cached_chain_set(name: str, cache_dir, crops, size: int, variants: int, see
 _VAL_VARIANTS = {"none": 1, "shift": 2, "lab": 4}
 
 
+def _gate(straighten: Union[dict, bool, None]) -> Optional[dict]:
+    """A straightening gate as floats under :data:`.straighten.GATE_KEYS` (``None``/``False``: none).
+
+    Raises
+    ------
+    BioidInputError
+        The gate lacks one of its keys.
+    """
+    if straighten is None or straighten is False:
+        return None
+    missing = [k for k in GATE_KEYS if k not in straighten]
+    if missing:
+        raise BioidInputError(f"straightening gate lacks {', '.join(missing)}")
+    return {k: float(straighten[k]) for k in GATE_KEYS}
+
+
 def _split(data_dir, test_fraction: float, val_fraction: float, split_seed: int):
     """``(train, val, test)`` crop lists of a collection, split by case as :func:`train_from_folder` does."""
     from .data import list_crops, split_by_case
@@ -501,13 +517,7 @@ def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 22
         size = init.size
         if straighten is None:
             straighten = init.straighten
-    if straighten is False:
-        straighten = None
-    if straighten is not None:
-        missing = [k for k in GATE_KEYS if k not in straighten]
-        if missing:
-            raise BioidInputError(f"straightening gate lacks {', '.join(missing)}")
-        straighten = {k: float(straighten[k]) for k in GATE_KEYS}
+    straighten = _gate(straighten)
     train, val, test = _split(data_dir, test_fraction, val_fraction, split_seed)
     if max_cases:
         keep = set(sorted({c.case for c in train})[:max_cases])
@@ -670,12 +680,7 @@ def ensemble_from_folder(data_dir, members: Sequence[PolarityModel], straighten:
     """
     mode = augment_mode(augment)
     ens = ensemble_models(members)
-    floor = _training_gate(members) if straighten is None else (None if straighten is False else straighten)
-    if floor is not None:
-        missing = [k for k in GATE_KEYS if k not in floor]
-        if missing:
-            raise BioidInputError(f"straightening gate lacks {', '.join(missing)}")
-        floor = {k: float(floor[k]) for k in GATE_KEYS}
+    floor = _gate(_training_gate(members) if straighten is None else straighten)
     train, val, test = _split(data_dir, test_fraction, val_fraction, split_seed)
     if log:
         log(f"ensemble of {ens.members} networks; validation {len(val)} crops, test {len(test)} crops")
