@@ -36,8 +36,9 @@ t = time.perf_counter()
 uprights = [make_upright(im)[0] for im in images]
 print(f"angle + rotation:          {1e3 * (time.perf_counter() - t) / len(images):7.2f} ms/crop")
 model = load_polarity_model(args.model)
-print(f"model: ResNet-{model.depth} width {model.width}, {model.size}² input, "
-      f"{sum(p.numel() for p in model.net.parameters()) / 1e6:.2f} M parameters")
+print(f"model: {'' if model.members == 1 else f'ensemble of {model.members} × '}ResNet-{model.depth} width {model.width}, "
+      f"{model.size}² input, {sum(p.numel() for p in model.net.parameters()) / 1e6:.2f} M parameters, "
+      f"mirror averaging {'on' if model.mirror else 'off'}")
 t = time.perf_counter()
 model.p_up(uprights, batch_size=64)
 print(f"classifier:                {len(uprights) / (time.perf_counter() - t):7.1f} crops/s")
