@@ -211,10 +211,33 @@ def gate_measures(upright: np.ndarray, min_bend: float = 0.0) -> Tuple[dict, Opt
     return measures, straight
 
 
-def passes(measures: dict, gate: dict) -> bool:
-    """Whether :func:`gate_measures` exceed every threshold of ``gate``."""
-    return (measures["bend"] > float(gate["min_bend"]) and measures["elongation"] > float(gate["min_elongation"])
-            and measures["length_ratio"] > float(gate["min_length_ratio"]))
+def check_gate(gate: Optional[dict]) -> Optional[dict]:
+    """A straightening gate as floats under :data:`GATE_KEYS` (``None`` stays ``None``).
+
+    Raises
+    ------
+    BioidInputError
+        ``gate`` lacks one of :data:`GATE_KEYS`.
+    """
+    from ..errors import BioidInputError
+
+    if gate is None:
+        return None
+    missing = [k for k in GATE_KEYS if k not in gate]
+    if missing:
+        raise BioidInputError(f"straightening gate lacks {', '.join(missing)}")
+    return {k: float(gate[k]) for k in GATE_KEYS}
+
+
+def passes(measures: dict, gate: dict):
+    """Whether :func:`gate_measures` exceed every threshold of ``gate``.
+
+    ``measures`` may hold scalars (one crop: a bool) or equal-length arrays
+    (many crops: a boolean array).
+    """
+    return ((np.asarray(measures["bend"]) > float(gate["min_bend"]))
+            & (np.asarray(measures["elongation"]) > float(gate["min_elongation"]))
+            & (np.asarray(measures["length_ratio"]) > float(gate["min_length_ratio"])))
 
 
 def straighten_if_bent(upright: np.ndarray, gate: Optional[dict]) -> Tuple[np.ndarray, bool]:
@@ -233,15 +256,11 @@ def straighten_if_bent(upright: np.ndarray, gate: Optional[dict]) -> Tuple[np.nd
     BioidInputError
         ``gate`` lacks one of :data:`GATE_KEYS`.
     """
-    from ..errors import BioidInputError
-
     grey = to_grey(upright)
+    gate = check_gate(gate)
     if gate is None:
         return grey, False
-    missing = [k for k in GATE_KEYS if k not in gate]
-    if missing:
-        raise BioidInputError(f"straightening gate lacks {', '.join(missing)}")
-    measures, straight = gate_measures(grey, float(gate["min_bend"]))
+    measures, straight = gate_measures(grey, gate["min_bend"])
     if straight is None or not passes(measures, gate):
         return grey, False
     return straight, True

@@ -36,7 +36,7 @@ from .data import Crop, read_crop, to_square
 from .karyogram import ORDER
 from .polarity import DOWN, UP, PolarityModel
 from .shift import RANDOM_LAB, RANDOM_SHIFT, random_shift, shift_crop
-from .straighten import GATE_KEYS, gate_measures, straighten_if_bent
+from .straighten import GATE_KEYS, check_gate, gate_measures, passes, straighten_if_bent
 from .rotate import background_fill, normalise_crop, rotate_image, upright_angle
 
 
@@ -233,13 +233,14 @@ def choose_straighten_gate(model: PolarityModel, crops: Sequence[Crop], floor: d
     Raises
     ------
     BioidInputError
-        No crops.
+        No crops, or ``floor`` lacks one of the gate's keys.
     """
     import itertools
 
     crops = list(crops)
     if not crops:
         raise BioidInputError("no validation crops to choose the straightening gate on")
+    floor = check_gate(floor)
     grid = GATE_GRID if grid is None else grid
     thetas = np.random.default_rng(seed).uniform(0.0, 360.0, size=(len(crops), variants))
     step = 64
@@ -268,12 +269,11 @@ def choose_straighten_gate(model: PolarityModel, crops: Sequence[Crop], floor: d
     finally:
         model.mirror = kept
     errors_without = int(np.sum((p >= 0.5) != up))
-    floor = {k: float(floor[k]) for k in GATE_KEYS}
     candidates = [floor] + [dict(zip(GATE_KEYS, map(float, g))) for g in itertools.product(*(grid[k] for k in GATE_KEYS))
                             if all(v >= floor[k] for k, v in zip(GATE_KEYS, g))]
     tried = []
     for gate in candidates:
-        sel = has & (m["bend"] > gate["min_bend"]) & (m["elongation"] > gate["min_elongation"]) & (m["length_ratio"] > gate["min_length_ratio"])
+        sel = has & passes(m, gate)
         errors = int(np.sum((np.where(sel, ps, p) >= 0.5) != up))
         tried.append({"gate": gate, "errors": errors, "straightened": int(sel.sum())})
     best = min(tried, key=lambda t: (t["errors"], t["straightened"]))
@@ -457,19 +457,8 @@ _VAL_VARIANTS = {"none": 1, "shift": 2, "lab": 4}
 
 
 def _gate(straighten: Union[dict, bool, None]) -> Optional[dict]:
-    """A straightening gate as floats under :data:`.straighten.GATE_KEYS` (``None``/``False``: none).
-
-    Raises
-    ------
-    BioidInputError
-        The gate lacks one of its keys.
-    """
-    if straighten is None or straighten is False:
-        return None
-    missing = [k for k in GATE_KEYS if k not in straighten]
-    if missing:
-        raise BioidInputError(f"straightening gate lacks {', '.join(missing)}")
-    return {k: float(straighten[k]) for k in GATE_KEYS}
+    """A straightening gate option (dict, ``None`` or ``False`` = none) as :func:`.straighten.check_gate` returns it."""
+    return None if straighten is False else check_gate(straighten)
 
 
 def _split(data_dir, test_fraction: float, val_fraction: float, split_seed: int):
@@ -649,7 +638,7 @@ def _training_gate(members: Sequence[PolarityModel]) -> Optional[dict]:
     gates = []
     for m in members:
         g = (m.metrics.get("straighten") or {}).get("trained_with", m.straighten)
-        gates.append(None if g is None else {k: float(g[k]) for k in GATE_KEYS})
+        gates.append(check_gate(g))
     if any(g != gates[0] for g in gates):
         raise BioidInputError(f"the members were trained with different straightening gates {gates}: name the gate to choose from")
     return gates[0]
