@@ -19,7 +19,8 @@ validation cases. Five stages (issue 15), all `bioid karyo train|ensemble` runs 
    ``--device cuda --workers 16``; several CPU hours on 2 cores);
 5. ensemble: stages 3 and 4 averaged (``bioid karyo ensemble``; engine/karyo/polarity.PolarityEnsemble): the gate
    and the temperature are chosen again on the validation cases; mirror averaging stays off, so the two networks
-   cost what one network with mirror averaging cost.
+   cost what one network with mirror averaging cost; crops less sure than the review threshold 0.9 get the mean of
+   four symmetric views (``--views-below 0.9``, the default of ``train`` and ``ensemble``; polarity.py).
 
 Writes the model into the package and its metrics beside it (.json): test accuracy, TP/FP/TN/FN (positive =
 p-arm up), accuracy per chromosome class, calibration, and each member's recipe and test accuracy.
@@ -66,7 +67,7 @@ def _provenance(out: Path, minutes: float) -> None:
                   "epochs --variants 4 --augment-shift; fine-tune: --init base --epochs 10 --lr 0.003 --variants 8 "
                   "--augment-lab; straighten: --init fine-tune, the same with --straighten 0.09,3,1.0. Member 2: 56 "
                   "epochs from random weights, --variants 16 --augment-lab --straighten 0.09,3,1.0. Then bioid karyo "
-                  "ensemble: gate and temperature chosen on validation, mirror off)",
+                  "ensemble: gate and temperature chosen on validation, mirror off, four symmetric views below confidence 0.9)",
         "train_minutes": round(minutes, 1),
     })
     save_polarity_model(model, out, overwrite=True)

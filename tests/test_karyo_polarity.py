@@ -110,6 +110,34 @@ def test_ensemble_averages_its_members_log_odds_and_round_trips(tmp_path):
         ensemble_models([a, PolarityModel(depth=18, width=8, size=32)])
 
 
+def test_unsure_crops_get_the_mean_of_four_symmetric_views(tmp_path):
+    """views_below: crops less sure than it get mean(d(x), d(mirror x), −d(180° x), −d(top-bottom x)); sure ones keep d(x)."""
+    import torch
+
+    torch.manual_seed(0)
+    model = PolarityModel(depth=18, width=4, size=32, temperature=0.5)
+    rng = np.random.default_rng(0)
+    squares = rng.integers(0, 256, (40, 32, 32)).astype(np.uint8)
+    views = [squares, squares[:, :, ::-1], squares[:, ::-1, ::-1], squares[:, ::-1, :]]
+    d = [model.log_odds_squares(np.ascontiguousarray(v)) for v in views]
+    four = (d[0] + d[1] - d[2] - d[3]) / 4
+    assert not np.allclose(four, d[0], atol=1e-3)  # an untrained network is far from symmetric: the views matter
+    model.views_below = 1.0  # every crop
+    assert model.log_odds_squares(squares) == pytest.approx(four, abs=1e-5)
+    conf = 1 / (1 + np.exp(-np.abs(d[0]) / model.temperature))
+    model.views_below = float(np.median(conf))  # half of them
+    unsure = conf < model.views_below
+    assert 0 < unsure.sum() < len(squares)
+    assert model.log_odds_squares(squares) == pytest.approx(np.where(unsure, four, d[0]), abs=1e-5)
+    kept, model.views_below, model.mirror = model.views_below, 1.0, True  # the mirror view is already in d: the same four views, each once
+    assert model.log_odds_squares(squares) == pytest.approx(four, abs=1e-5)
+    model.views_below, model.mirror = kept, False
+    again = load_polarity_model(save_polarity_model(model, tmp_path / "v.pt"))
+    assert again.views_below == model.views_below and again.log_odds_squares(squares) == pytest.approx(np.where(unsure, four, d[0]), abs=1e-5)
+    with pytest.raises(BioidInputError, match="views_below"):
+        PolarityModel(depth=18, width=4, size=32, views_below=1.5)
+
+
 def test_cli_ensemble_of_two_trained_models_is_finished_on_their_split(crops, tmp_path):
     opts = ("--size", "48", "--width", "8", "--epochs", "3", "--variants", "1", "--straighten", "off")
     res, first = _train_cli_on_cases(crops, 14, tmp_path, *opts)
@@ -132,6 +160,8 @@ def test_cli_ensemble_of_two_trained_models_is_finished_on_their_split(crops, tm
     assert metrics["split"] == members[0]["split"] and summary["test_crops"] == members[0]["test"]["n"]
     assert [m["test_accuracy"] for m in metrics["ensemble"]["members"]] == [m["test"]["accuracy"] for m in members]
     assert summary["test_accuracy"] > 0.6 and set(metrics["val_mirror"]) == {"off"}
+    # the four symmetric views for unsure crops, at the review threshold by default, measured on validation crops
+    assert ens.views_below == 0.9 and metrics["views"]["below"] == 0.9 and 0 < metrics["views"]["val_share_with_views"] < 1
     print("tiny members", [m["test"]["accuracy"] for m in members], "ensemble", summary["test_accuracy"])
     # members of another architecture are refused before anything is written
     other = save_polarity_model(PolarityModel(depth=18, width=4, size=48), tmp_path / "w4.pt")
@@ -301,6 +331,9 @@ def test_cli_rejects_bad_input(tmp_path):
     res = subprocess.run([sys.executable, "-m", "napari_bioid.cli", "karyo", "train", "--data", str(tmp_path / "empty"),
                           "--out", str(tmp_path / "m.pt"), "--straighten", "0.1,3"], capture_output=True, text=True)
     assert res.returncode == 2 and "BEND,ELONGATION,RATIO" in res.stderr and not (tmp_path / "m.pt").exists()
+    res = subprocess.run([sys.executable, "-m", "napari_bioid.cli", "karyo", "train", "--data", str(tmp_path / "empty"),
+                          "--out", str(tmp_path / "m.pt"), "--views-below", "90"], capture_output=True, text=True)
+    assert res.returncode == 2 and "--views-below" in res.stderr and not (tmp_path / "m.pt").exists()
 
 
 def test_shipped_model_reads_bent_chromosomes_better_straightened(test_cases):

@@ -37,6 +37,8 @@ def _add_karyo(sub) -> None:
                     help="straighten long, thin, bent chromosomes along their axis before classifying, when their bend, "
                          "axis length over width and axis length over height exceed these (e.g. 0.09,3,1.0); the model "
                          "keeps the gate. Default: the --init model's, else off")
+    tr.add_argument("--views-below", type=float, default=0.9, metavar="CONFIDENCE",
+                     help="average four symmetric views (mirror, 180° turn) for crops less sure than this (0: never; default 0.9)")
     tr.add_argument("--test-fraction", type=float, default=0.3, help="fraction of the cases held out for the test")
     tr.add_argument("--max-cases", type=int, default=None, help="use at most this many training cases")
     tr.add_argument("--workers", type=int, default=1, help="processes that prepare the crops")
@@ -55,6 +57,8 @@ def _add_karyo(sub) -> None:
                      help="the loosest straightening gate to choose from (default: the one the members were trained with)")
     ens.add_argument("--mirror", choices=("off", "on", "choose"), default="off",
                      help="also average each crop's mirror image (doubles the cost again; default off)")
+    ens.add_argument("--views-below", type=float, default=0.9, metavar="CONFIDENCE",
+                     help="average four symmetric views (mirror, 180° turn) for crops less sure than this (0: never; default 0.9)")
     ens.add_argument("--test-fraction", type=float, default=0.3, help="fraction of the cases held out for the test")
     ens.add_argument("--workers", type=int, default=1, help="processes that prepare the crops")
     ens.add_argument("--cache", type=Path, default=None, help="folder to keep the prepared crops in between runs")
@@ -96,7 +100,7 @@ def _karyo_train(args) -> int:
                                   test_fraction=args.test_fraction, max_cases=args.max_cases, workers=args.workers,
                                   cache_dir=args.cache, seed=args.seed,
                                   augment="lab" if args.augment_lab else args.augment_shift, init=init,
-                                  straighten=straighten, device=args.device, progress=bar,
+                                  straighten=straighten, views_below=args.views_below, device=args.device, progress=bar,
                                   on_epoch=on_epoch, log=lambda m: print(m, file=sys.stderr))
     finally:
         bar.close()
@@ -105,7 +109,7 @@ def _karyo_train(args) -> int:
 
 
 def _prepare_model_outputs(args) -> Path:
-    """Check ``--out`` and its ``.json`` can be written and ``--test-fraction`` is sane; returns the metrics path."""
+    """Check ``--out`` and its ``.json`` can be written and ``--test-fraction``, ``--views-below`` are sane; returns the metrics path."""
     from ..engine.io import prepare_output
 
     prepare_output(args.out, args.overwrite)
@@ -113,6 +117,8 @@ def _prepare_model_outputs(args) -> Path:
     prepare_output(metrics_path, args.overwrite)
     if not 0 < args.test_fraction < 1:
         raise BioidInputError("--test-fraction must be between 0 and 1")
+    if not 0 <= args.views_below <= 1:
+        raise BioidInputError(f"--views-below is a confidence between 0 and 1, got {args.views_below}")
     return metrics_path
 
 
@@ -158,7 +164,7 @@ def _karyo_ensemble(args) -> int:
         model = ensemble_from_folder(args.data, members, straighten=straighten,
                                      mirror={"off": False, "on": True, "choose": None}[args.mirror],
                                      test_fraction=args.test_fraction, seed=args.seed, workers=args.workers,
-                                     cache_dir=args.cache, device=args.device, progress=bar,
+                                     views_below=args.views_below, cache_dir=args.cache, device=args.device, progress=bar,
                                      log=lambda m: print(m, file=sys.stderr))
     finally:
         bar.close()

@@ -34,7 +34,7 @@ from ..progress import ProgressCallback, check_cancel, report
 from ..train.optim import pick_device, seed_everything
 from .data import Crop, read_crop, to_square
 from .karyogram import ORDER
-from .polarity import DOWN, UP, PolarityModel
+from .polarity import DOWN, REVIEW_THRESHOLD, UP, PolarityModel
 from .shift import RANDOM_LAB, RANDOM_SHIFT, random_shift, shift_crop
 from .straighten import GATE_KEYS, check_gate, gate_measures, passes, straighten_if_bent
 from .rotate import background_fill, normalise_crop, rotate_image, upright_angle
@@ -291,7 +291,7 @@ def chain_inputs(data: ChainSet) -> np.ndarray:
 
 
 def evaluate_polarity(model: PolarityModel, data: ChainSet, batch_size: int = 128, device: Optional[str] = None,
-                      progress: Optional[ProgressCallback] = None, cancel: Any = None, review_threshold: float = 0.9,
+                      progress: Optional[ProgressCallback] = None, cancel: Any = None, review_threshold: float = REVIEW_THRESHOLD,
                       p_up: Optional[np.ndarray] = None) -> Dict[str, Any]:
     """Polarity accuracy of ``model`` on chain outputs, overall and per chromosome class.
 
@@ -479,7 +479,7 @@ def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 22
                       augment: Union[bool, str] = False, device: Optional[str] = None, progress: Optional[ProgressCallback] = None,
                       cancel: Any = None, on_epoch: Optional[Callable[[dict], None]] = None,
                       log: Optional[Callable[[str], None]] = None, init: Optional[PolarityModel] = None,
-                      straighten: Union[dict, bool, None] = None) -> PolarityModel:
+                      straighten: Union[dict, bool, None] = None, views_below: float = REVIEW_THRESHOLD) -> PolarityModel:
     """``bioid karyo train``: split a crop collection by case, train, and test on held-out cases.
 
     ``data_dir`` has the layout ``<case>/<chromosome class>/<crop>`` with every
@@ -493,7 +493,7 @@ def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 22
     (:func:`train_polarity`; ``size`` must be its input size).
     ``straighten``: gate of :func:`.straighten.straighten_if_bent` for every
     set's upright crops; the model carries it (``None``: ``init``'s, else
-    none; ``False``: none).
+    none; ``False``: none). ``views_below``: see :func:`finish_model`.
 
     Raises
     ------
@@ -537,7 +537,7 @@ def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 22
         "mode": mode, "every second variant": "random_shift" + (" (variants 3, 7, ...: RANDOM_LAB)" if mode == "lab" else ""),
         "probability_low_high": {k: list(v) for k, v in RANDOM_SHIFT.items()},
         **({"lab_probability_low_high": {k: list(v) for k, v in RANDOM_LAB.items()}} if mode == "lab" else {})}
-    finish_model(model, va, te, device=device, cancel=cancel)
+    finish_model(model, va, te, device=device, cancel=cancel, views_below=views_below)
     model.metrics["test_definition"] = (f"held-out cases ({test_fraction:.0%} of the cases, split seed {split_seed}), each crop "
                                         "once at a random input angle through rotate-upright → classify; positive = p-arm up")
     return model
@@ -574,16 +574,29 @@ def fit_temperature(model: PolarityModel, data: ChainSet, device: Optional[str] 
 
 
 def finish_model(model: PolarityModel, val: Optional[ChainSet], test: ChainSet, device: Optional[str] = None,
-                 cancel: Any = None, mirror: Optional[bool] = None) -> PolarityModel:
+                 cancel: Any = None, mirror: Optional[bool] = None, views_below: float = REVIEW_THRESHOLD) -> PolarityModel:
     """Choose mirror averaging and fit the temperature on the validation set, then measure the test set once.
 
     ``model.mirror`` is set when averaging the crop and its mirror image is
     more accurate on ``val`` (``mirror`` True/False: fixed instead, e.g. off
     where its cost is not affordable), and ``model.temperature`` by
-    :func:`fit_temperature` on ``val`` (never decided on the test set). Stores
-    ``metrics["val_mirror"]`` ({"off", "on"} accuracies), ``metrics["temperature"]``
-    (with the validation ECE before and after) and ``metrics["test"]``.
+    :func:`fit_temperature` on ``val`` (never decided on the test set), both
+    on one view per crop. Then ``model.views_below`` is set to
+    ``views_below`` (the four symmetric views for crops less sure than that,
+    see :mod:`.polarity`; 0: never). Stores ``metrics["val_mirror"]`` ({"off",
+    "on"} accuracies), ``metrics["temperature"]`` (with the validation ECE
+    before and after), ``metrics["views"]`` (validation accuracy and ECE with
+    one view and with the views, and the share of crops that got them) and
+    ``metrics["test"]``.
+
+    Raises
+    ------
+    BioidInputError
+        ``views_below`` outside [0, 1].
     """
+    if not 0.0 <= views_below <= 1.0:
+        raise BioidInputError(f"views_below is a confidence in [0, 1], got {views_below}")
+    model.views_below = 0.0  # mirror and temperature are chosen on one view per crop
     if val is not None and len(val):
         x = chain_inputs(val)
         log_odds, acc = {}, {}
@@ -596,8 +609,17 @@ def finish_model(model: PolarityModel, val: Optional[ChainSet], test: ChainSet, 
         d = log_odds[model.mirror]
         model.temperature = fit_temperature(model, val, log_odds=d)
         before = evaluate_polarity(model, val, p_up=_sigmoid(d))["ece"]
-        after = evaluate_polarity(model, val, p_up=_sigmoid(d / model.temperature))["ece"]
-        model.metrics["temperature"] = {"value": model.temperature, "val_ece_before": before, "val_ece_after": after}
+        one = evaluate_polarity(model, val, p_up=_sigmoid(d / model.temperature))
+        model.metrics["temperature"] = {"value": model.temperature, "val_ece_before": before, "val_ece_after": one["ece"]}
+        if views_below > 0:
+            model.views_below = float(views_below)
+            dv = model.log_odds_squares(x, 128, None, cancel, device)
+            views = evaluate_polarity(model, val, p_up=_sigmoid(dv / model.temperature))
+            model.metrics["views"] = {
+                "below": model.views_below, "val_share_with_views": float(np.mean(_sigmoid(np.abs(d) / model.temperature) < views_below)),
+                "val_accuracy": {"one view": one["accuracy"], "views": views["accuracy"]},
+                "val_ece": {"one view": one["ece"], "views": views["ece"]}}
+    model.views_below = float(views_below)
     model.metrics["test"] = evaluate_polarity(model, test, device=device, cancel=cancel)
     return model
 
@@ -648,7 +670,7 @@ def ensemble_from_folder(data_dir, members: Sequence[PolarityModel], straighten:
                          mirror: Optional[bool] = False, augment: Union[bool, str] = "lab", test_fraction: float = 0.3,
                          val_fraction: float = 0.1, split_seed: int = 0, seed: int = 0, workers: int = 1, cache_dir=None,
                          device: Optional[str] = None, progress: Optional[ProgressCallback] = None, cancel: Any = None,
-                         log: Optional[Callable[[str], None]] = None) -> PolarityModel:
+                         log: Optional[Callable[[str], None]] = None, views_below: float = REVIEW_THRESHOLD) -> PolarityModel:
     """``bioid karyo ensemble``: average trained polarity models and finish the ensemble on the same split.
 
     The crop collection is split by case exactly as :func:`train_from_folder`
@@ -658,8 +680,8 @@ def ensemble_from_folder(data_dir, members: Sequence[PolarityModel], straighten:
     members were trained with; ``False``: none), then mirror averaging
     (``mirror``: ``None`` = choose on validation; default off, since each
     member already costs one pass) and the temperature
-    (:func:`finish_model`), and the held-out test is measured once. Metrics
-    record each member's recipe and test accuracy.
+    (:func:`finish_model`, which also sets ``views_below``), and the held-out
+    test is measured once. Metrics record each member's recipe and test accuracy.
 
     Raises
     ------
@@ -686,7 +708,7 @@ def ensemble_from_folder(data_dir, members: Sequence[PolarityModel], straighten:
          "test_accuracy": (m.metrics.get("test") or {}).get("accuracy")} for m in members]}
     ens.metrics["split"] = {name: {"crops": len(part), "cases": len({c.case for c in part})}
                             for name, part in (("train", train), ("validation", val), ("test", test))}
-    finish_model(ens, va, te, device=device, cancel=cancel, mirror=mirror)
+    finish_model(ens, va, te, device=device, cancel=cancel, mirror=mirror, views_below=views_below)
     ens.metrics["test_definition"] = (f"held-out cases ({test_fraction:.0%} of the cases, split seed {split_seed}), each crop "
                                       "once at a random input angle through rotate-upright → classify; positive = p-arm up")
     return ens
