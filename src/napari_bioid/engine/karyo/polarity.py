@@ -174,22 +174,29 @@ class PolarityModel:
         out = np.zeros(len(squares))
         for i in range(0, len(squares), batch_size):
             check_cancel(cancel)
-            x = self.normalise(torch.from_numpy(np.array(squares[i : i + batch_size])).to(dev))  # a copy: squares may be read-only
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = self._input(squares[i : i + batch_size], dev)
             d = _log_odds(net, x)
             if self.mirror:
                 d = 0.5 * (d + _log_odds(net, x.flip(-1)))
-            if self.views_below > 0:
-                unsure = torch.sigmoid(d.abs() / self.temperature) < self.views_below
-                if bool(unsure.any()):
-                    xs = x[unsure]
-                    views = ([] if self.mirror else [_log_odds(net, xs.flip(-1))]) + \
-                        [-_log_odds(net, xs.flip(-2, -1)), -_log_odds(net, xs.flip(-2))]
-                    n_views = 4 - len(views)  # views already in d (1, or 2 with mirror)
-                    d[unsure] = (n_views * d[unsure] + sum(views)) / 4.0
             out[i : i + len(x)] = d.double().cpu().numpy()
             report(progress, min(i + batch_size, len(squares)), len(squares), "classifying polarity")
+        if self.views_below > 0:  # the unsure crops, gathered into full batches, get the other symmetric views
+            unsure = np.flatnonzero(1.0 / (1.0 + np.exp(-np.abs(out) / self.temperature)) < self.views_below)
+            for j in range(0, len(unsure), batch_size):
+                check_cancel(cancel)
+                rows = unsure[j : j + batch_size]
+                x = self._input(squares[rows], dev)
+                views = ([] if self.mirror else [_log_odds(net, x.flip(-1))]) + \
+                    [-_log_odds(net, x.flip(-2, -1)), -_log_odds(net, x.flip(-2))]
+                in_d = 4 - len(views)  # views already averaged into out (1, or 2 with mirror)
+                out[rows] = (in_d * out[rows] + sum(views).double().cpu().numpy()) / 4.0
+                report(progress, min(j + batch_size, len(unsure)), len(unsure), "symmetric views of the unsure crops")
         return out
+
+    def _input(self, squares: np.ndarray, dev: torch.device) -> torch.Tensor:
+        """uint8 (B, size, size) squares → normalised (B, 3, size, size) channels-last network input on ``dev``."""
+        x = self.normalise(torch.from_numpy(np.array(squares)).to(dev))  # a copy: squares may be read-only
+        return x.contiguous(memory_format=torch.channels_last)
 
     def p_up_squares(self, squares: np.ndarray, batch_size: int = 64, progress: Optional[ProgressCallback] = None,
                      cancel: Any = None, device: Optional[str] = None) -> np.ndarray:
