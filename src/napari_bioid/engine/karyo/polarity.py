@@ -190,7 +190,9 @@ class PolarityModel:
                     [-_log_odds(net, x.flip(-2, -1)), -_log_odds(net, x.flip(-2))]
                 in_d = 4 - len(views)  # views already averaged into out (1, or 2 with mirror)
                 out[rows] = (in_d * out[rows] + sum(views).double().cpu().numpy()) / 4.0
-                report(progress, min(j + batch_size, len(unsure)), len(unsure), "symmetric views of the unsure crops")
+                # the bar stays full (these are ~6 % of the passes); the message counts the unsure crops
+                report(progress, len(squares), len(squares),
+                       f"symmetric views of the unsure crops ({min(j + batch_size, len(unsure))}/{len(unsure)})")
         return out
 
     def _input(self, squares: np.ndarray, dev: torch.device) -> torch.Tensor:
