@@ -129,6 +129,9 @@ def test_unsure_crops_get_the_mean_of_four_symmetric_views(tmp_path):
     unsure = conf < model.views_below
     assert 0 < unsure.sum() < len(squares)
     assert model.log_odds_squares(squares) == pytest.approx(np.where(unsure, four, d[0]), abs=1e-5)
+    # the same from first-pass log-odds already computed (finish_model): only the unsure crops run again
+    assert np.array_equal(model.unsure(d[0]), unsure)
+    assert model.add_views(squares, d[0]) == pytest.approx(np.where(unsure, four, d[0]), abs=1e-5)
     kept, model.views_below, model.mirror = model.views_below, 1.0, True  # the mirror view is already in d: the same four views, each once
     assert model.log_odds_squares(squares) == pytest.approx(four, abs=1e-5)
     model.views_below, model.mirror = kept, False

@@ -37,15 +37,8 @@ def _add_karyo(sub) -> None:
                     help="straighten long, thin, bent chromosomes along their axis before classifying, when their bend, "
                          "axis length over width and axis length over height exceed these (e.g. 0.09,3,1.0); the model "
                          "keeps the gate. Default: the --init model's, else off")
-    tr.add_argument("--views-below", type=float, default=0.9, metavar="CONFIDENCE",
-                     help="average four symmetric views (mirror, 180° turn) for crops less sure than this (0: never; default 0.9)")
-    tr.add_argument("--test-fraction", type=float, default=0.3, help="fraction of the cases held out for the test")
     tr.add_argument("--max-cases", type=int, default=None, help="use at most this many training cases")
-    tr.add_argument("--workers", type=int, default=1, help="processes that prepare the crops")
-    tr.add_argument("--cache", type=Path, default=None, help="folder to keep the prepared crops in between runs")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--device", default=None)
-    tr.add_argument("--overwrite", action="store_true")
+    _add_finish_options(tr)
 
     ens = ksub.add_parser("ensemble", help="average trained polarity models (same architecture) into one model file")
     ens.add_argument("models", nargs="+", help="polarity model files to average ('default': the shipped one); at least two networks")
@@ -57,14 +50,7 @@ def _add_karyo(sub) -> None:
                      help="the loosest straightening gate to choose from (default: the one the members were trained with)")
     ens.add_argument("--mirror", choices=("off", "on", "choose"), default="off",
                      help="also average each crop's mirror image (doubles the cost again; default off)")
-    ens.add_argument("--views-below", type=float, default=0.9, metavar="CONFIDENCE",
-                     help="average four symmetric views (mirror, 180° turn) for crops less sure than this (0: never; default 0.9)")
-    ens.add_argument("--test-fraction", type=float, default=0.3, help="fraction of the cases held out for the test")
-    ens.add_argument("--workers", type=int, default=1, help="processes that prepare the crops")
-    ens.add_argument("--cache", type=Path, default=None, help="folder to keep the prepared crops in between runs")
-    ens.add_argument("--seed", type=int, default=0)
-    ens.add_argument("--device", default=None)
-    ens.add_argument("--overwrite", action="store_true")
+    _add_finish_options(ens)
 
     orr = ksub.add_parser("orient", help="turn every crop upright with the short arm up; write decisions.csv")
     orr.add_argument("input", type=Path, help="folder of crops (searched recursively), or one whole image with --labels")
@@ -74,6 +60,20 @@ def _add_karyo(sub) -> None:
     orr.add_argument("--karyogram", type=Path, default=None,
                      help="also save a PNG sheet of the upright crops in karyogram order (class from folder names 1..22/X/Y)")
     orr.add_argument("--overwrite", action="store_true")
+
+
+def _add_finish_options(parser) -> None:
+    """The options `train` and `ensemble` share: the split, the symmetric views, the crop preparation, the output."""
+    # 0.9 = polarity.REVIEW_THRESHOLD, written out: importing the engine here would load torch for every `bioid` call
+    parser.add_argument("--views-below", type=float, default=0.9, metavar="CONFIDENCE",
+                        help="average four symmetric views (mirror, 180° turn) for crops less sure than this "
+                             "(0: never; default 0.9)")
+    parser.add_argument("--test-fraction", type=float, default=0.3, help="fraction of the cases held out for the test")
+    parser.add_argument("--workers", type=int, default=1, help="processes that prepare the crops")
+    parser.add_argument("--cache", type=Path, default=None, help="folder to keep the prepared crops in between runs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--overwrite", action="store_true")
 
 
 def _karyo_train(args) -> int:
@@ -111,19 +111,21 @@ def _karyo_train(args) -> int:
 def _prepare_model_outputs(args) -> Path:
     """Check ``--out`` and its ``.json`` can be written and ``--test-fraction``, ``--views-below`` are sane; returns the metrics path."""
     from ..engine.io import prepare_output
+    from ..engine.karyo.polarity import check_views_below
 
     prepare_output(args.out, args.overwrite)
     metrics_path = args.out.with_suffix(".json")
     prepare_output(metrics_path, args.overwrite)
     if not 0 < args.test_fraction < 1:
         raise BioidInputError("--test-fraction must be between 0 and 1")
-    if not 0 <= args.views_below <= 1:
-        raise BioidInputError(f"--views-below is a confidence between 0 and 1, got {args.views_below}")
+    check_views_below(args.views_below, "--views-below")
     return metrics_path
 
 
 def _gate_option(text):
     """``--straighten`` as a gate dict, ``False`` ('off') or ``None`` (not given)."""
+    from ..engine.karyo.straighten import GATE_KEYS
+
     if text is None:
         return None
     if text.strip().lower() == "off":
@@ -134,7 +136,7 @@ def _gate_option(text):
         values = []
     if len(values) != 3:
         raise BioidInputError(f"--straighten takes BEND,ELONGATION,RATIO (three numbers) or 'off', got {text!r}")
-    return dict(zip(("min_bend", "min_elongation", "min_length_ratio"), values))
+    return dict(zip(GATE_KEYS, values))
 
 
 def _save_and_report(model, out: Path, metrics_path: Path, overwrite: bool) -> None:

@@ -73,6 +73,19 @@ class PolarityEnsemble(torch.nn.Module):
         return out / len(self.members)
 
 
+def check_views_below(value: float, name: str = "views_below") -> float:
+    """``value`` as a float if it is a confidence in [0, 1] (``views_below`` of :class:`PolarityModel`).
+
+    Raises
+    ------
+    BioidInputError
+        Outside [0, 1]; the message names the option ``name``.
+    """
+    if not 0.0 <= value <= 1.0:
+        raise BioidInputError(f"{name} is a confidence between 0 and 1, got {value}")
+    return float(value)
+
+
 def _log_odds(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """logit(up) − logit(down) of a batch: (B, 3, S, S) → (B,)."""
     logits = net(x.contiguous(memory_format=torch.channels_last))
@@ -130,8 +143,7 @@ class PolarityModel:
     def __post_init__(self):
         if self.members < 1:
             raise BioidInputError(f"a polarity model needs at least one network, got members={self.members}")
-        if not 0.0 <= self.views_below <= 1.0:
-            raise BioidInputError(f"views_below is a confidence in [0, 1], got {self.views_below}")
+        self.views_below = check_views_below(self.views_below)
         if self.net is None:
             nets = [resnet(self.depth, num_classes=2, width=self.width, in_channels=3) for _ in range(self.members)]
             self.net = nets[0] if self.members == 1 else PolarityEnsemble(nets)
@@ -165,12 +177,8 @@ class PolarityModel:
         BioidInputError
             Squares of the wrong shape.
         """
-        squares = np.asarray(squares)
-        if squares.ndim != 3 or squares.shape[1:] != (self.size, self.size):
-            raise BioidInputError(f"expected (N, {self.size}, {self.size}) squares, got {squares.shape}")
-        dev = torch.device(device or "cpu")
-        # channels-last (NHWC) convolutions: ~1.5x the CPU throughput of NCHW here (oneDNN), same results to ~1e-6
-        net = self.net.to(dev, memory_format=torch.channels_last).eval()
+        squares = self._check_squares(squares)
+        dev, net = self._net(device)
         out = np.zeros(len(squares))
         for i in range(0, len(squares), batch_size):
             check_cancel(cancel)
@@ -180,20 +188,50 @@ class PolarityModel:
                 d = 0.5 * (d + _log_odds(net, x.flip(-1)))
             out[i : i + len(x)] = d.double().cpu().numpy()
             report(progress, min(i + batch_size, len(squares)), len(squares), "classifying polarity")
-        if self.views_below > 0:  # the unsure crops, gathered into full batches, get the other symmetric views
-            unsure = np.flatnonzero(1.0 / (1.0 + np.exp(-np.abs(out) / self.temperature)) < self.views_below)
-            for j in range(0, len(unsure), batch_size):
-                check_cancel(cancel)
-                rows = unsure[j : j + batch_size]
-                x = self._input(squares[rows], dev)
-                views = ([] if self.mirror else [_log_odds(net, x.flip(-1))]) + \
-                    [-_log_odds(net, x.flip(-2, -1)), -_log_odds(net, x.flip(-2))]
-                in_d = 4 - len(views)  # views already averaged into out (1, or 2 with mirror)
-                out[rows] = (in_d * out[rows] + sum(views).double().cpu().numpy()) / 4.0
-                # the bar stays full (these are ~6 % of the passes); the message counts the unsure crops
-                report(progress, len(squares), len(squares),
-                       f"symmetric views of the unsure crops ({min(j + batch_size, len(unsure))}/{len(unsure)})")
+        return self.add_views(squares, out, batch_size, progress, cancel, device) if self.views_below > 0 else out
+
+    def unsure(self, log_odds: np.ndarray) -> np.ndarray:
+        """bool (N,): crops whose calibrated confidence max(p, 1 − p) is below ``views_below``, from their log-odds."""
+        return 1.0 / (1.0 + np.exp(-np.abs(np.asarray(log_odds)) / self.temperature)) < self.views_below
+
+    @torch.no_grad()
+    def add_views(self, squares: np.ndarray, log_odds: np.ndarray, batch_size: int = 64,
+                  progress: Optional[ProgressCallback] = None, cancel: Any = None, device: Optional[str] = None) -> np.ndarray:
+        """The first-pass ``log_odds`` of ``squares`` with the :meth:`unsure` crops' replaced by the mean of the four symmetric views.
+
+        ``squares``: uint8 (N, size, size); ``log_odds``: float (N,), from one
+        pass with the model's ``mirror`` setting (as :meth:`log_odds_squares`
+        computes them before the views). The unsure crops are gathered into
+        full batches. Returns a new float64 (N,) array.
+        """
+        squares = self._check_squares(squares)
+        out = np.array(log_odds, dtype=np.float64)
+        unsure = np.flatnonzero(self.unsure(out))
+        dev, net = self._net(device)
+        for j in range(0, len(unsure), batch_size):
+            check_cancel(cancel)
+            rows = unsure[j : j + batch_size]
+            x = self._input(squares[rows], dev)
+            views = ([] if self.mirror else [_log_odds(net, x.flip(-1))]) + \
+                [-_log_odds(net, x.flip(-2, -1)), -_log_odds(net, x.flip(-2))]
+            in_d = 4 - len(views)  # views already averaged into out (1, or 2 with mirror)
+            out[rows] = (in_d * out[rows] + sum(views).double().cpu().numpy()) / 4.0
+            # the bar stays full (these are ~6 % of the passes); the message counts the unsure crops
+            report(progress, len(squares), len(squares),
+                   f"symmetric views of the unsure crops ({min(j + batch_size, len(unsure))}/{len(unsure)})")
         return out
+
+    def _check_squares(self, squares: np.ndarray) -> np.ndarray:
+        squares = np.asarray(squares)
+        if squares.ndim != 3 or squares.shape[1:] != (self.size, self.size):
+            raise BioidInputError(f"expected (N, {self.size}, {self.size}) squares, got {squares.shape}")
+        return squares
+
+    def _net(self, device: Optional[str]):
+        """``(device, network)`` ready for inference there."""
+        dev = torch.device(device or "cpu")
+        # channels-last (NHWC) convolutions: ~1.5x the CPU throughput of NCHW here (oneDNN), same results to ~1e-6
+        return dev, self.net.to(dev, memory_format=torch.channels_last).eval()
 
     def _input(self, squares: np.ndarray, dev: torch.device) -> torch.Tensor:
         """uint8 (B, size, size) squares → normalised (B, 3, size, size) channels-last network input on ``dev``."""

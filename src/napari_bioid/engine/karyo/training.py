@@ -34,7 +34,7 @@ from ..progress import ProgressCallback, check_cancel, report
 from ..train.optim import pick_device, seed_everything
 from .data import Crop, read_crop, to_square
 from .karyogram import ORDER
-from .polarity import DOWN, REVIEW_THRESHOLD, UP, PolarityModel
+from .polarity import DOWN, REVIEW_THRESHOLD, UP, PolarityModel, check_views_below
 from .shift import RANDOM_LAB, RANDOM_SHIFT, random_shift, shift_crop
 from .straighten import GATE_KEYS, check_gate, gate_measures, passes, straighten_if_bent
 from .rotate import background_fill, normalise_crop, rotate_image, upright_angle
@@ -473,6 +473,17 @@ def _split(data_dir, test_fraction: float, val_fraction: float, split_seed: int)
     return train, val, test
 
 
+def _split_metrics(train, val, test) -> dict:
+    """Crops and cases of each part of a split, for the model's metrics."""
+    return {name: {"crops": len(part), "cases": len({c.case for c in part})}
+            for name, part in (("train", train), ("validation", val), ("test", test))}
+
+
+def _test_definition(test_fraction: float, split_seed: int) -> str:
+    return (f"held-out cases ({test_fraction:.0%} of the cases, split seed {split_seed}), each crop "
+            "once at a random input angle through rotate-upright → classify; positive = p-arm up")
+
+
 def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 224, epochs: int = 24, batch_size: int = 32,
                       lr: float = 0.01, variants: int = 2, test_fraction: float = 0.3, val_fraction: float = 0.1,
                       split_seed: int = 0, max_cases: Optional[int] = None, workers: int = 1, cache_dir=None, seed: int = 0,
@@ -499,9 +510,11 @@ def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 22
     ------
     BioidInputError
         Missing folder, no crops, too few cases to split, an unknown
-        ``augment``, or a gate lacking one of its keys.
+        ``augment``, a gate lacking one of its keys, or ``views_below``
+        outside [0, 1] (all before any training).
     """
     mode = augment_mode(augment)
+    views_below = check_views_below(views_below)
     if init is not None:
         size = init.size
         if straighten is None:
@@ -511,8 +524,7 @@ def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 22
     if max_cases:
         keep = set(sorted({c.case for c in train})[:max_cases])
         train = [c for c in train if c.case in keep]
-    split = {name: {"crops": len(part), "cases": len({c.case for c in part})} for name, part in
-             (("train", train), ("validation", val), ("test", test))}
+    split = _split_metrics(train, val, test)
     if log:
         log("split by case: " + ", ".join(f"{k} {v['crops']} crops / {v['cases']} cases" for k, v in split.items()))
     tr = _cached_chain_set("train", cache_dir, train, size, variants, seed + 10, workers, progress, cancel, mode, straighten)
@@ -538,8 +550,7 @@ def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 22
         "probability_low_high": {k: list(v) for k, v in RANDOM_SHIFT.items()},
         **({"lab_probability_low_high": {k: list(v) for k, v in RANDOM_LAB.items()}} if mode == "lab" else {})}
     finish_model(model, va, te, device=device, cancel=cancel, views_below=views_below)
-    model.metrics["test_definition"] = (f"held-out cases ({test_fraction:.0%} of the cases, split seed {split_seed}), each crop "
-                                        "once at a random input angle through rotate-upright → classify; positive = p-arm up")
+    model.metrics["test_definition"] = _test_definition(test_fraction, split_seed)
     return model
 
 
@@ -594,8 +605,7 @@ def finish_model(model: PolarityModel, val: Optional[ChainSet], test: ChainSet, 
     BioidInputError
         ``views_below`` outside [0, 1].
     """
-    if not 0.0 <= views_below <= 1.0:
-        raise BioidInputError(f"views_below is a confidence in [0, 1], got {views_below}")
+    views_below = check_views_below(views_below)
     model.views_below = 0.0  # mirror and temperature are chosen on one view per crop
     if val is not None and len(val):
         x = chain_inputs(val)
@@ -612,14 +622,14 @@ def finish_model(model: PolarityModel, val: Optional[ChainSet], test: ChainSet, 
         one = evaluate_polarity(model, val, p_up=_sigmoid(d / model.temperature))
         model.metrics["temperature"] = {"value": model.temperature, "val_ece_before": before, "val_ece_after": one["ece"]}
         if views_below > 0:
-            model.views_below = float(views_below)
-            dv = model.log_odds_squares(x, 128, None, cancel, device)
+            model.views_below = views_below
+            dv = model.add_views(x, d, 128, None, cancel, device)  # only the unsure crops run again
             views = evaluate_polarity(model, val, p_up=_sigmoid(dv / model.temperature))
             model.metrics["views"] = {
-                "below": model.views_below, "val_share_with_views": float(np.mean(_sigmoid(np.abs(d) / model.temperature) < views_below)),
+                "below": model.views_below, "val_share_with_views": float(np.mean(model.unsure(d))),
                 "val_accuracy": {"one view": one["accuracy"], "views": views["accuracy"]},
                 "val_ece": {"one view": one["ece"], "views": views["ece"]}}
-    model.views_below = float(views_below)
+    model.views_below = views_below
     model.metrics["test"] = evaluate_polarity(model, test, device=device, cancel=cancel)
     return model
 
@@ -687,9 +697,11 @@ def ensemble_from_folder(data_dir, members: Sequence[PolarityModel], straighten:
     ------
     BioidInputError
         See :func:`ensemble_models`; members trained with different gates and
-        no ``straighten`` given; the errors of :func:`train_from_folder`'s split.
+        no ``straighten`` given; ``views_below`` outside [0, 1]; the errors of
+        :func:`train_from_folder`'s split.
     """
     mode = augment_mode(augment)
+    views_below = check_views_below(views_below)
     ens = ensemble_models(members)
     floor = _gate(_training_gate(members) if straighten is None else straighten)
     train, val, test = _split(data_dir, test_fraction, val_fraction, split_seed)
@@ -706,9 +718,7 @@ def ensemble_from_folder(data_dir, members: Sequence[PolarityModel], straighten:
     ens.metrics["ensemble"] = {"members": [
         {**{k: m.metrics.get(k) for k in ("script", "recipe", "train_minutes", "trained_on", "best_val_accuracy")},
          "test_accuracy": (m.metrics.get("test") or {}).get("accuracy")} for m in members]}
-    ens.metrics["split"] = {name: {"crops": len(part), "cases": len({c.case for c in part})}
-                            for name, part in (("train", train), ("validation", val), ("test", test))}
+    ens.metrics["split"] = _split_metrics(train, val, test)
     finish_model(ens, va, te, device=device, cancel=cancel, mirror=mirror, views_below=views_below)
-    ens.metrics["test_definition"] = (f"held-out cases ({test_fraction:.0%} of the cases, split seed {split_seed}), each crop "
-                                      "once at a random input angle through rotate-upright → classify; positive = p-arm up")
+    ens.metrics["test_definition"] = _test_definition(test_fraction, split_seed)
     return ens
