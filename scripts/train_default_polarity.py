@@ -1,34 +1,34 @@
-"""Train the shipped chromosome polarity classifier (``bioid karyo train`` with the default's settings).
+"""Train the shipped chromosome polarity classifier (``bioid karyo train`` / ``bioid karyo ensemble``).
 
 Data: ../shared/data/chromosomes/karyogram_crops (one folder per case). Split by case, never by crop:
 30 % of the cases are the test set (the reference's 7:3, seed 0); 10 % of the remaining cases choose the
-epoch. Training crops go through the whole chain (random angle → rotate upright) at several angles each,
-validation and test crops at one. Mirror averaging and the temperature (calibration) are chosen on the
-validation cases. Five stages (issue 15), all `bioid karyo train|ensemble` runs on the same split:
+epoch, the straightening gate, the ensemble's members and the temperature. Training crops go through the
+whole chain (random angle → upright search → rotation) at several angles each, every fourth one first
+imaged as another lab would (``--augment-lab``: engine/karyo/shift.RANDOM_LAB, 25–70 % of the size, blur,
+contrast, noise, JPEG, background); long, thin, bent chromosomes are straightened along their axis
+(``--straighten 0.09,3,1.0``, the loosest gate; engine/karyo/straighten.py).
 
-1. base: ResNet-18, width 16, 224 px, 24 epochs from random weights, 4 angles per training crop, every second
-   one first changed by another lab's imaging (``--augment-shift``: engine/karyo/shift.random_shift; ~85 CPU min);
-2. fine-tune: from the base model (``--init``), 10 epochs at lr 0.003, 8 angles per crop, every fourth one a whole
-   other lab at once (``--augment-lab``: shift.RANDOM_LAB, always 25–70 % of the size; ~33 CPU min);
-3. straighten: from the fine-tuned model, the same 10 epochs again with long, thin, bent chromosomes
-   straightened along their axis first (``--straighten 0.09,3,1.0``: engine/karyo/straighten.py, the loosest
-   gate); the gate the model keeps is then chosen on the validation cases (training.choose_straighten_gate;
-   ~30 CPU min);
-4. member: a second network of the same architecture in one run from random weights, 56 epochs, 16 angles per
-   crop, ``--augment-lab --straighten 0.09,3,1.0`` (7 minutes on one H100 with 16 CPU cores preparing the crops,
-   ``--device cuda --workers 16``; several CPU hours on 2 cores);
-5. ensemble: stages 3 and 4 averaged (``bioid karyo ensemble``; engine/karyo/polarity.PolarityEnsemble): the gate
-   and the temperature are chosen again on the validation cases; mirror averaging stays off, so the two networks
-   cost what one network with mirror averaging cost; crops less sure than the review threshold 0.9 get the mean of
-   four symmetric views (``--views-below 0.9``, the default of ``train`` and ``ensemble``; polarity.py).
+The input is 128 × 128 px (issue 15, resolution-aware input): 95 % of the crops are at most 116 px long
+(median 61 px), so 128 px keeps their own resolution instead of stretching them ~3.7 × to 224 px, and a
+network costs a third of a 224-px one. Three stages:
+
+1. members: six ResNet-18s (width 16, 128 px) from random weights, seeds 0–5 (the seed draws the training
+   angles and shifts and the initial weights): seeds 0–3 44 epochs at 8 angles per crop, seeds 4–5 60 epochs
+   at 12 (2–4 minutes each on one H100 with 16 CPU cores preparing the crops, ``--device cuda --workers
+   16``; on 2 CPU cores roughly an hour each);
+2. select: every member classifies the same validation crops (the 34 validation cases at 8 random angles,
+   and at 4 angles with another lab's imaging on every fourth, 18,768 crops), and the four with the fewest
+   errors are kept;
+3. ensemble: ``bioid karyo ensemble`` of those four (engine/karyo/polarity.PolarityEnsemble averages their
+   logits): gate and temperature chosen again on the validation cases, mirror averaging off, crops less
+   sure than the review threshold 0.9 get the mean of four symmetric views (``--views-below 0.9``).
 
 Writes the model into the package and its metrics beside it (.json): test accuracy, TP/FP/TN/FN (positive =
-p-arm up), accuracy per chromosome class, calibration, and each member's recipe and test accuracy.
+p-arm up), accuracy per chromosome class, calibration, each member's recipe and test accuracy.
 
-    python scripts/train_default_polarity.py                        # all stages: the shipped default
-    python scripts/train_default_polarity.py --stage ensemble --init STAGE3.pt --member MEMBER.pt
-    python scripts/train_default_polarity.py --stage member --out /tmp/member.pt --device cuda --workers 16
-    python scripts/train_default_polarity.py --stage base --depth 50 --out /tmp/r50.pt --epochs 8   # any `bioid karyo train` option
+    python scripts/train_default_polarity.py                                   # all stages: the shipped default
+    python scripts/train_default_polarity.py --stage member --seed 3 --out /tmp/m3.pt --device cuda --workers 16
+    python scripts/train_default_polarity.py --stage select --members /tmp/m0.pt ... /tmp/m5.pt  # ensembles the best four
 """
 
 from __future__ import annotations
@@ -47,12 +47,34 @@ from napari_bioid.cli import main  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "chromosomes" / "karyogram_crops"
 SHIPPED = ROOT / "src" / "napari_bioid" / "models" / "karyo_polarity_default.pt"
-COMMON = ["--data", str(DATA), "--workers", "2", "--cache", "/tmp/bioid_karyo_cache", "--overwrite"]
-BASE = ["--depth", "18", "--width", "16", "--size", "224", "--epochs", "24", "--variants", "4", "--augment-shift"]
-FINE_TUNE = ["--epochs", "10", "--lr", "0.003", "--variants", "8", "--augment-lab"]
-STRAIGHTEN = [*FINE_TUNE, "--straighten", "0.09,3,1.0"]
-MEMBER = ["--depth", "18", "--width", "16", "--size", "224", "--epochs", "56", "--variants", "16", "--augment-lab",
-          "--straighten", "0.09,3,1.0"]
+CACHE = "/tmp/bioid_karyo_cache"
+COMMON = ["--data", str(DATA), "--workers", "2", "--cache", CACHE, "--overwrite"]
+MEMBER = ["--depth", "18", "--width", "16", "--size", "128", "--augment-lab", "--straighten", "0.09,3,1.0"]
+RECIPES = {0: (44, 8), 1: (44, 8), 2: (44, 8), 3: (44, 8), 4: (60, 12), 5: (60, 12)}  # seed: (epochs, angles per crop)
+KEEP = 4
+#: gate the members are compared under (the one the previous default chose on validation)
+SELECT_GATE = {"min_bend": 0.12, "min_elongation": 5.0, "min_length_ratio": 1.05}
+
+
+def select(paths, keep: int = KEEP, log=print):
+    """The ``keep`` member files with the fewest errors on the validation crops (one view each), best first."""
+    import numpy as np
+
+    from napari_bioid.engine.karyo import load_polarity_model
+    from napari_bioid.engine.karyo.training import _cached_chain_set, _split, chain_inputs
+
+    _, val, _ = _split(DATA, 0.3, 0.1, 0)
+    models = [load_polarity_model(p) for p in paths]
+    size = models[0].size
+    sets = [_cached_chain_set("val8", CACHE, val, size, 8, 111, 2, None, None, "none", SELECT_GATE),
+            _cached_chain_set("val", CACHE, val, size, 4, 11, 2, None, None, "lab", SELECT_GATE)]
+    errors = []
+    for path, m in zip(paths, models):
+        m.views_below, m.mirror = 0.0, False
+        errors.append(sum(int(((m.log_odds_squares(chain_inputs(s), 128) > 0) != s.up).sum()) for s in sets))
+        log(f"{path}: {errors[-1]} validation errors of {sum(len(s.up) for s in sets)}")
+    order = np.argsort(errors, kind="stable")[:keep]
+    return [paths[i] for i in order]
 
 
 def _provenance(out: Path, minutes: float) -> None:
@@ -63,11 +85,10 @@ def _provenance(out: Path, minutes: float) -> None:
     model = load_polarity_model(out)
     model.metrics.update({
         "data": "../shared/data/chromosomes/karyogram_crops",
-        "script": "scripts/train_default_polarity.py (ensemble of two ResNet-18s, width 16, 224 px. Member 1: base 24 "
-                  "epochs --variants 4 --augment-shift; fine-tune: --init base --epochs 10 --lr 0.003 --variants 8 "
-                  "--augment-lab; straighten: --init fine-tune, the same with --straighten 0.09,3,1.0. Member 2: 56 "
-                  "epochs from random weights, --variants 16 --augment-lab --straighten 0.09,3,1.0. Then bioid karyo "
-                  "ensemble: gate and temperature chosen on validation, mirror off, four symmetric views below confidence 0.9)",
+        "script": "scripts/train_default_polarity.py (ensemble of the four best of six ResNet-18s, width 16, 128 px, "
+                  "from random weights with --augment-lab --straighten 0.09,3,1.0: seeds 0-3 44 epochs --variants 8, "
+                  "seeds 4-5 60 epochs --variants 12; kept by validation errors; then bioid karyo ensemble: gate and "
+                  "temperature chosen on validation, mirror off, four symmetric views below confidence 0.9)",
         "train_minutes": round(minutes, 1),
     })
     save_polarity_model(model, out, overwrite=True)
@@ -77,45 +98,35 @@ def _provenance(out: Path, minutes: float) -> None:
 
 def run(argv) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stage", choices=("all", "base", "fine-tune", "straighten", "member", "ensemble"), default="all")
-    ap.add_argument("--init", type=Path, default=None,
-                    help="model to start stages fine-tune or straighten from; for --stage ensemble: the stage-3 model")
-    ap.add_argument("--member", type=Path, default=None, help="--stage ensemble: the stage-4 model")
+    ap.add_argument("--stage", choices=("all", "member", "select"), default="all")
+    ap.add_argument("--seed", type=int, choices=sorted(RECIPES), default=None, help="--stage member: which member")
+    ap.add_argument("--members", type=Path, nargs="+", default=None, help="--stage select: the member files")
     ap.add_argument("--out", type=Path, default=SHIPPED)
     args, extra = ap.parse_known_args(argv)
     t0 = time.perf_counter()
-    tmp = Path(tempfile.gettempdir())
-    if args.stage in ("fine-tune", "straighten", "ensemble") and args.init is None:
-        ap.error(f"--stage {args.stage} needs --init MODEL.pt (the previous stage's model)")
-    if args.stage == "ensemble" and args.member is None:
-        ap.error("--stage ensemble needs --member MODEL.pt (the stage-4 model)")
-    chain = [("base", BASE), ("fine-tune", FINE_TUNE), ("straighten", STRAIGHTEN)]
-    if args.stage in ("base", "fine-tune", "straighten"):
-        chain = [s for s in chain if s[0] == args.stage]
-    elif args.stage in ("member", "ensemble"):
-        chain = []
-    init = args.init
-    for i, (name, options) in enumerate(chain):
-        last = args.stage != "all" and i == len(chain) - 1
-        out = args.out if last else tmp / f"karyo_polarity_{name}.pt"
-        rc = main(["karyo", "train", *COMMON, *options, *([] if init is None else ["--init", str(init)]),
-                   "--out", str(out), *(extra if last else [])])
-        if rc:
-            return rc
-        init = out
-    member = args.member
+    if args.stage == "member" and args.seed is None:
+        ap.error("--stage member needs --seed (one of the recipes' seeds)")
+    if args.stage == "select" and not args.members:
+        ap.error("--stage select needs --members FILE ... (the member files)")
+    members = args.members
     if args.stage in ("all", "member"):
-        member = args.out if args.stage == "member" else tmp / "karyo_polarity_member.pt"
-        rc = main(["karyo", "train", *COMMON, *MEMBER, "--out", str(member), *extra])
-        if rc:
-            return rc
-    if args.stage in ("all", "ensemble"):
-        rc = main(["karyo", "ensemble", str(init), str(member), *COMMON, "--out", str(args.out)])
-        if rc:
-            return rc
-        if args.out == SHIPPED:
-            _provenance(args.out, (time.perf_counter() - t0) / 60)
-    return 0
+        seeds = [args.seed] if args.stage == "member" else sorted(RECIPES)
+        members = []
+        for seed in seeds:
+            epochs, variants = RECIPES[seed]
+            out = args.out if args.stage == "member" else Path(tempfile.gettempdir()) / f"karyo_polarity_seed{seed}.pt"
+            rc = main(["karyo", "train", *COMMON, *MEMBER, "--epochs", str(epochs), "--variants", str(variants),
+                       "--seed", str(seed), "--out", str(out), *extra])
+            if rc:
+                return rc
+            members.append(out)
+        if args.stage == "member":
+            return 0
+    kept = select(members)
+    rc = main(["karyo", "ensemble", *map(str, kept), *COMMON, "--out", str(args.out)])
+    if rc == 0 and args.out == SHIPPED:
+        _provenance(args.out, (time.perf_counter() - t0) / 60)
+    return rc
 
 
 if __name__ == "__main__":

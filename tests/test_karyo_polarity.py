@@ -343,9 +343,9 @@ def test_shipped_model_reads_bent_chromosomes_better_straightened(test_cases):
     """All held-out crops through the chain at random angles, with and without the shipped model's straightening gate.
 
     The crops the gate straightens (long, thin, bent: ~2 % of them, ~150 of 6,761) are read better straightened:
-    with the shipped ensemble (symmetric views for unsure crops) at the angles of seed 31, 16 errors as they are
-    against 3 straightened (without the views 17 against 4; its first member alone, at seeds 31 / 32 / 33: 12 / 20 /
-    17 against 6 / 6 / 5).
+    with the shipped ensemble (four 128-px networks, symmetric views for unsure crops) at the angles of seed 31, 22
+    errors as they are against 3 straightened (the previous default, two 224-px networks: 16 against 3; its first
+    member alone, at seeds 31 / 32 / 33: 12 / 20 / 17 against 6 / 6 / 5).
     """
     model = load_polarity_model()
     assert model.straighten is not None
