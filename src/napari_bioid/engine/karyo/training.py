@@ -484,7 +484,7 @@ def _test_definition(test_fraction: float, split_seed: int) -> str:
             "once at a random input angle through rotate-upright → classify; positive = p-arm up")
 
 
-def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 224, epochs: int = 24, batch_size: int = 32,
+def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 128, epochs: int = 24, batch_size: int = 32,
                       lr: float = 0.01, variants: int = 2, test_fraction: float = 0.3, val_fraction: float = 0.1,
                       split_seed: int = 0, max_cases: Optional[int] = None, workers: int = 1, cache_dir=None, seed: int = 0,
                       augment: Union[bool, str] = False, device: Optional[str] = None, progress: Optional[ProgressCallback] = None,
