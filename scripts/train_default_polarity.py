@@ -57,28 +57,28 @@ SELECT_GATE = {"min_bend": 0.12, "min_elongation": 5.0, "min_length_ratio": 1.05
 
 
 def select(paths, keep: int = KEEP, log=print):
-    """The ``keep`` member files with the fewest errors on the validation crops (one view each), best first."""
-    import numpy as np
-
+    """``(kept, record)``: the ``keep`` member files with the fewest validation errors (one view each), best first,
+    and the selection for the model's metrics (every member's errors, the crops, the kept files). All members are
+    scored under one gate (``SELECT_GATE``)."""
     from napari_bioid.engine.karyo import load_polarity_model
-    from napari_bioid.engine.karyo.training import _cached_chain_set, _split, chain_inputs
+    from napari_bioid.engine.karyo.training import _cached_chain_set, _split, evaluate_polarity
 
     _, val, _ = _split(DATA, 0.3, 0.1, 0)
     models = [load_polarity_model(p) for p in paths]
-    size = models[0].size
+    size = models[0].size  # members of one ensemble share it (ensemble_models refuses others)
     sets = [_cached_chain_set("val8", CACHE, val, size, 8, 111, 2, None, None, "none", SELECT_GATE),
             _cached_chain_set("val", CACHE, val, size, 4, 11, 2, None, None, "lab", SELECT_GATE)]
-    errors = []
+    crops, errors = sum(len(s.up) for s in sets), {}
     for path, m in zip(paths, models):
-        m.views_below, m.mirror = 0.0, False
-        errors.append(sum(int(((m.log_odds_squares(chain_inputs(s), 128) > 0) != s.up).sum()) for s in sets))
-        log(f"{path}: {errors[-1]} validation errors of {sum(len(s.up) for s in sets)}")
-    order = np.argsort(errors, kind="stable")[:keep]
-    return [paths[i] for i in order]
+        m.views_below, m.mirror, m.straighten = 0.0, False, SELECT_GATE
+        errors[str(path)] = sum(r["fp"] + r["fn"] for r in (evaluate_polarity(m, s) for s in sets))
+        log(f"{path}: {errors[str(path)]} validation errors of {crops}")
+    kept = sorted(paths, key=lambda p: errors[str(p)])[:keep]  # stable: ties keep the given order
+    return kept, {"validation_errors_one_view": errors, "crops": crops, "kept": [str(p) for p in kept]}
 
 
-def _provenance(out: Path, minutes: float) -> None:
-    """Add where the shipped model comes from to its metrics (model file and .json)."""
+def _provenance(out: Path, minutes: float, selection: dict) -> None:
+    """Add where the shipped model comes from, and the member selection, to its metrics (model file and .json)."""
     from napari_bioid.engine.io.atomic import atomic_write
     from napari_bioid.engine.karyo import load_polarity_model, save_polarity_model
 
@@ -90,6 +90,7 @@ def _provenance(out: Path, minutes: float) -> None:
                   "seeds 4-5 60 epochs --variants 12; kept by validation errors; then bioid karyo ensemble: gate and "
                   "temperature chosen on validation, mirror off, four symmetric views below confidence 0.9)",
         "train_minutes": round(minutes, 1),
+        "selection": selection,
     })
     save_polarity_model(model, out, overwrite=True)
     with atomic_write(out.with_suffix(".json"), overwrite=True, backup=False) as tmp:
@@ -122,10 +123,10 @@ def run(argv) -> int:
             members.append(out)
         if args.stage == "member":
             return 0
-    kept = select(members)
+    kept, selection = select(members)
     rc = main(["karyo", "ensemble", *map(str, kept), *COMMON, "--out", str(args.out)])
     if rc == 0 and args.out == SHIPPED:
-        _provenance(args.out, (time.perf_counter() - t0) / 60)
+        _provenance(args.out, (time.perf_counter() - t0) / 60, selection)
     return rc
 
 
