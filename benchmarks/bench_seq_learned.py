@@ -125,7 +125,7 @@ def main():
                 r["err_all"] += int(mism.sum())
                 r["bases_all"] += len(mism) * T
                 pf = np.flatnonzero(calls.pass_filter)
-                r["aligned"] += int(align_reads([calls.reads[i] for i in pf], ref, n_cycles=T).aligned.sum())
+                r["aligned"] += int(align_reads(calls.reads_at(pf), ref, n_cycles=T).aligned.sum())
                 r["seconds"] += secs
                 n_top = int(results["classical"][0].pass_filter.sum())
                 top = np.argsort(-calls.chastity.mean(1), kind="stable")[:n_top]

@@ -35,7 +35,7 @@ def main():
         tile = simulate_tile(SeqSimParams(seed=seed), "".join(chrm.values()))
         calls = call_stack(tile.stack)
         pf = np.flatnonzero(calls.pass_filter)
-        al = align_reads([calls.reads[i] for i in pf], chrm, n_cycles=calls.bases.shape[1])
+        al = align_reads(calls.reads_at(pf), chrm, n_cycles=calls.bases.shape[1])
         s = al.summary()
         per_tile.append({"seed": seed, "clusters": int(len(calls.bases)), "pass_filter": float(calls.pass_filter.mean()),
                          "aligned": s["aligned_fraction"], "error_rate": s["error_rate"], "phasing": calls.phasing, "prephasing": calls.prephasing})

@@ -98,6 +98,14 @@ def test_classical_caller_on_a_fresh_tile(chrm):
     est = calls.info["shifts"] - calls.info["shifts"][0, 0]
     true = tile.shifts - tile.shifts[0, 0]
     assert np.abs(est - true).max() < 0.35, np.abs(est - true).max()
+    # reads: the called bases as letters, all at once or for some clusters (a mask or indices, as the run aligns them)
+    reads = calls.reads
+    assert len(reads) == len(calls.bases) and all(len(r) == calls.bases.shape[1] for r in reads)
+    assert reads[0] == "".join("ACGT"[b] for b in calls.bases[0])
+    pf_rows = np.flatnonzero(calls.pass_filter)
+    assert calls.reads_at(pf_rows[::7]) == [reads[i] for i in pf_rows[::7]]
+    assert calls.reads_at(calls.pass_filter) == [reads[i] for i in pf_rows]
+    assert calls.reads_at([]) == []
 
 
 def test_qualities_are_calibrated_on_fresh_tiles(chrm):
@@ -113,7 +121,7 @@ def test_qualities_are_calibrated_on_fresh_tiles(chrm):
         idx = np.flatnonzero(ok & calls.pass_filter)
         half = rng.random(len(idx)) < 0.5
         fit, test = idx[half], idx[~half]
-        al = align_reads([calls.reads[i] for i in fit], chrm, n_cycles=calls.bases.shape[1])
+        al = align_reads(calls.reads_at(fit), chrm, n_cycles=calls.bases.shape[1])
         fit_c.append(calls.chastity[fit]), fit_e.append(al.errors), fit_v.append(al.covered)
         test_c.append(calls.chastity[test]), test_e.append(err[np.searchsorted(np.flatnonzero(ok), test)])
     table = calibrate(np.concatenate(fit_c), np.concatenate(fit_e), np.concatenate(fit_v))

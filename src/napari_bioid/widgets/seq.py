@@ -232,7 +232,7 @@ class BaseCallingWidget(WorkerHost, QWidget):
         from ..engine.seq.io import phred_string
 
         c = self.run.calls
-        read, q = c.reads[i], c.qualities[i]
+        read, q = c.reads_at([i])[0], c.qualities[i]
         x, y = c.positions["x"].iloc[i], c.positions["y"].iloc[i]
         self.cluster_label.setText(f"cluster {i} at x {x:.1f}, y {y:.1f} px; {'passes' if c.pass_filter[i] else 'fails'} the chastity filter\n"
                                    f"{read}\n{phred_string(q)}\nmean Q {q.mean():.1f}")

@@ -87,8 +87,30 @@ class Calls:
 
     @property
     def reads(self) -> List[str]:
-        lut = np.frombuffer(BASES.encode(), np.uint8)
-        return [bytes(lut[b]).decode() for b in self.bases]
+        """Every cluster's read (str of A/C/G/T, one letter per cycle), decoded from ``bases`` on each access.
+
+        Decoding costs O(clusters · cycles): bind it once (``reads = calls.reads``) or use
+        :meth:`reads_at` for some clusters, never ``calls.reads[i]`` in a loop.
+        """
+        return self.reads_at(None)
+
+    def reads_at(self, rows=None) -> List[str]:
+        """The reads of clusters ``rows`` (int indices or a bool mask over clusters; ``None``: all), as str.
+
+        Raises
+        ------
+        IndexError
+            A row outside the calls.
+        """
+        if rows is not None:
+            rows = np.asarray(rows)
+            if rows.size == 0:
+                return []
+        bases = self.bases if rows is None else self.bases[rows]
+        if bases.shape[1] == 0:
+            return [""] * len(bases)
+        letters = np.ascontiguousarray(np.frombuffer(BASES.encode(), np.uint8)[bases])
+        return [r.decode() for r in letters.view(f"S{bases.shape[1]}").ravel()]
 
     def table(self) -> pd.DataFrame:
         """Per-cluster table: x, y (px), pass_filter, read, qualities (Phred+33), mean chastity (and ``separated``, see :mod:`.multitask`)."""

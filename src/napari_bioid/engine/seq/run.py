@@ -136,7 +136,7 @@ def call_run(source, reference: Optional[Dict[str, str]] = None, quality_table: 
     if reference is not None:
         report(progress, 0, 1, "aligning reads to the reference")
         pf = np.flatnonzero(calls.pass_filter)
-        reads = [calls.reads[i] for i in pf]
+        reads = calls.reads_at(pf)
         alignment = align_reads(reads, reference, n_cycles=calls.bases.shape[1])
         if alignment.covered.sum() >= 500:
             quality_table = calibrate(calls.chastity[pf], alignment.errors, alignment.covered)

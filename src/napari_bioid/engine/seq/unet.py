@@ -109,7 +109,7 @@ def labels_from_reference(stack: np.ndarray, reference, max_label_error: float =
     T = calls.bases.shape[1]
     labels = np.full(calls.bases.shape, -1, np.int8)
     pf = np.flatnonzero(calls.pass_filter)
-    al = align_reads([calls.reads[i] for i in pf], reference, n_cycles=T)
+    al = align_reads(calls.reads_at(pf), reference, n_cycles=T)
     err = al.errors.sum(1) / np.maximum(al.covered.sum(1), 1)
     good = al.aligned & (err <= max_label_error) & (al.covered.sum(1) == T)
     for row in np.flatnonzero(good):
