@@ -35,6 +35,27 @@ def test_picker_learns_synthetic_particles(model):
     hist = model.metrics["history"]
     assert hist[-1]["loss"] < hist[0]["loss"] - 0.1
     assert model.metrics["best_val_f1"] == max(h["val_f1"] for h in hist if h["val_f1"] == h["val_f1"])
+    # trained in channels-last memory on CPU, handed back (and saved) in the default layout
+    assert all(w.is_contiguous() for w in model.network.parameters())
+
+
+def test_channels_last_training_step_is_the_same_function():
+    """The CPU training layout (NDHWC) changes speed, not the loss or the gradients (to float rounding)."""
+    from napari_bioid.engine.tomo.training import soft_dice_loss
+
+    cfg = PickerConfig(**CFG)
+    torch.manual_seed(0)
+    a = cfg.build_network().train()
+    b = cfg.build_network().train()
+    b.load_state_dict(a.state_dict())
+    b.to(memory_format=torch.channels_last_3d)
+    x = torch.randn(2, 1, 24, 24, 24)
+    y = torch.randint(0, 2, (2, 24, 24, 24))
+    la, lb = soft_dice_loss(a(x), y), soft_dice_loss(b(x.contiguous(memory_format=torch.channels_last_3d)), y)
+    la.backward(), lb.backward()
+    assert float(la) == pytest.approx(float(lb), abs=1e-5)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(pa.grad, pb.grad, atol=1e-5, rtol=1e-3)
 
 
 def test_model_file_round_trip_and_voxel_size_warning(model, tmp_path):

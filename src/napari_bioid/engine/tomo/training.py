@@ -177,7 +177,10 @@ def train_picker(
         net = copy.deepcopy(init.network)
     else:
         net = config.build_network()
-    net.to(dev)
+    # channels-last (NDHWC) on CPU: oneDNN's 3D convolutions train ~1.8x faster there (8 blocks of 40^3, channels
+    # 8,16,32: 1.9 -> 1.0 s a step on 2 cores); same function to float rounding. Weights go back to the default layout at the end.
+    layout = torch.channels_last_3d if dev.type == "cpu" else torch.contiguous_format
+    net.to(dev, memory_format=layout)
     steps_per_epoch = (len(sampler) + batch_size - 1) // batch_size
     total = epochs * steps_per_epoch
     opt, sched = make_adamw_onecycle(net, lr, total, weight_decay)
@@ -193,7 +196,7 @@ def train_picker(
         losses = []
         for img, lab in sampler.epoch(batch_size, rng):
             check_cancel(cancel)
-            x = torch.from_numpy(img).to(dev)
+            x = torch.from_numpy(img).to(dev).contiguous(memory_format=layout)
             y = torch.from_numpy(lab).to(dev)
             loss = soft_dice_loss(net(x), y)
             opt.zero_grad(set_to_none=True)
@@ -218,6 +221,6 @@ def train_picker(
             on_epoch(record)
     if best["state"] is not None:
         net.load_state_dict(best["state"])
-    net.eval().cpu()
+    net.eval().cpu().to(memory_format=torch.contiguous_format)
     model.metrics = {"best_epoch": best["epoch"], "best_val_f1": best["f1"], "history": history}
     return model
