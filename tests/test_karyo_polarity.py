@@ -47,6 +47,7 @@ def test_tiny_training_on_a_subset_beats_chance(crops):
     test = build_chain_set([c for c in test_crops if c.case in test_cases], size=48, variants=1, seed=2)
     assert 0.35 < test.up.mean() < 0.65  # random input angles leave about half of the crops upside down
     model = train_polarity(train, depth=18, width=8, epochs=5, batch_size=32, lr=0.01, seed=0)
+    assert all(p.is_contiguous() for p in model.net.parameters())  # trained channels-last on CPU, handed back in the default layout
     result = evaluate_polarity(model, test)
     print("tiny polarity model:", json.dumps({k: result[k] for k in ("accuracy", "n", "tp", "fp", "tn", "fn", "weakest")}))
     assert result["n"] == len(test) > 300

@@ -371,7 +371,10 @@ def train_polarity(train: ChainSet, val: Optional[ChainSet] = None, depth: int =
         model = PolarityModel(init.depth, init.width, size, init.mean, init.std, net=copy.deepcopy(init.net), members=init.members)
     else:
         model = PolarityModel(depth, width, size)
-    net = model.net.to(dev)
+    # channels-last (NHWC) on CPU: oneDNN trains this ResNet ~1.4x faster (128 px, width 16: 247 -> 338 crops/s on
+    # 2 cores); same function to float rounding. The weights go back to the default layout at the end.
+    layout = torch.channels_last if dev.type == "cpu" else torch.contiguous_format
+    net = model.net.to(dev, memory_format=layout)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     steps = [max(1, int(round(m * epochs))) for m in milestones]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=0.1)
@@ -393,7 +396,7 @@ def train_polarity(train: ChainSet, val: Optional[ChainSet] = None, depth: int =
             sq = torch.where(y[:, None, None], sq, sq.flip((1, 2)))
             sq = torch.where(flip_hw[:, None, None], sq.flip(2), sq)
             target = torch.where(y, UP, DOWN).long()
-            logits = net(model.normalise(sq))
+            logits = net(model.normalise(sq).contiguous(memory_format=layout))
             loss = F.cross_entropy(logits, target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -415,7 +418,7 @@ def train_polarity(train: ChainSet, val: Optional[ChainSet] = None, depth: int =
             on_epoch(rec)
     if best_state is not None:
         net.load_state_dict(best_state)
-    net.to("cpu").eval()
+    net.to("cpu", memory_format=torch.contiguous_format).eval()
     model.metrics = {"recipe": {"optimizer": "SGD", "lr": lr, "momentum": momentum, "weight_decay": weight_decay,
                                 "batch_size": batch_size, "epochs": epochs, "milestones": steps, "hflip": 0.5,
                                 "initial_weights": "fine-tuned" if init is not None else "random"},
