@@ -232,6 +232,7 @@ def test_small_classifier_beats_the_majority_class_on_crc_validation(crc, small_
     assert m["n"] == 834 + 647 + 491 + 296
     assert m["accuracy"] > m["majority_rate"] + 0.1, m
     assert np.array(m["confusion"]).sum() == m["n"] and len(m["per_class"]) == 4
+    assert all(p.is_contiguous() for p in small_classifier.network.parameters())  # trained channels-last, handed back in the default layout
 
 
 def test_classifier_file_round_trip_and_binary_class_list(crc, small_classifier, tmp_path):
@@ -342,3 +343,4 @@ def test_nms_equals_the_greedy_definition():
             sup[: i + 1] = False
             alive &= ~sup
     assert nms(boxes, scores, 0.45).tolist() == order[alive].tolist()
+

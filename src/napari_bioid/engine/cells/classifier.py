@@ -285,7 +285,10 @@ def train_classifier(train: Sequence[Sample], val: Sequence[Sample] = (), class_
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     clf = Classifier(cfg, net)
-    net = clf.network.train()
+    # channels-last (NHWC): oneDNN trains the shipped width-32 ResNet-34 ~1.3x faster (64 crops of 64 px: 0.26 -> 0.20 s a
+    # network step on 2 cores; no gain at width 8, and the colour augmentation costs as much as the network there);
+    # same function to float rounding. The weights go back to the default layout at the end.
+    net = clf.network.to(memory_format=torch.channels_last).train()
     per_class = int(counts[counts > 0].min())
     by_class = [np.flatnonzero(y == c) for c in range(k)]
     n_epoch = per_class * int((counts > 0).sum())
@@ -308,7 +311,7 @@ def train_classifier(train: Sequence[Sample], val: Sequence[Sample] = (), class_
         for b in range(steps_per_epoch):
             check_cancel(cancel)
             sel = idx[b * batch_size : (b + 1) * batch_size]
-            x = _to_tensor(_augment(crops[sel], cfg.input_px, rng))
+            x = _to_tensor(_augment(crops[sel], cfg.input_px, rng)).contiguous(memory_format=torch.channels_last)
             loss = F.cross_entropy(net(x), torch.from_numpy(y[sel]), label_smoothing=0.05)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -327,7 +330,7 @@ def train_classifier(train: Sequence[Sample], val: Sequence[Sample] = (), class_
         history.append(rec)
     if best["state"] is not None:
         net.load_state_dict(best["state"])
-    net.eval()
+    net.to(memory_format=torch.contiguous_format).eval()
     clf.metrics = {"epochs": epochs, "best_epoch": best["epoch"] or epochs, "seconds": time.perf_counter() - t0, "history": history,
                    "train_counts": dict(zip(cfg.class_names, counts.tolist())), "per_class_per_epoch": per_class}
     if best["metrics"] is not None:
