@@ -57,6 +57,7 @@ def test_short_training_calls_bases_on_a_fresh_tile(chrm, trained):
     fresh = _tile(chrm, 99)
     base = call_stack(fresh.stack)
     calls = caller.call(fresh.stack, base)
+    assert all(p.is_contiguous() for p in caller.network.parameters())  # trained channels-last, handed back in the default layout
     assert calls.bases.shape == base.bases.shape and calls.info["caller"] == "unet"
     np.testing.assert_allclose(calls.corrected.sum(2), 1.0, atol=1e-4)  # probabilities
     e_unet, e_classical = _truth_error_rate(calls, fresh), _truth_error_rate(base, fresh)

@@ -188,7 +188,9 @@ def train_unet_caller(tiles: Sequence[TrainingTile], epochs: int = 20, steps_per
         raise BioidInputError("no labelled clusters: the reads must align to the reference")
     caller = UNetCaller(config)
     k = caller.config.cycles
-    net = caller.network.train()
+    # channels-last (NHWC): oneDNN trains this U-Net ~1.5x faster on CPU (16 crops of 64 px, base 16: 0.24 -> 0.16 s a step
+    # on 2 cores); same function to float rounding. The weights go back to the default layout at the end.
+    net = caller.network.to(memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     total = epochs * steps_per_epoch
     warm = max(1, total // 20)
@@ -222,7 +224,7 @@ def train_unet_caller(tiles: Sequence[TrainingTile], epochs: int = 20, steps_per
             x = torch.from_numpy(np.stack(xs))
             y = torch.from_numpy(np.stack(ys))
             m = torch.from_numpy(np.stack(ms))
-            v1, v2 = _views(x, g)
+            v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in _views(x, g))
             l1, l2 = net(v1), net(v2)
             loss = F.cross_entropy(l1, y, ignore_index=-100) + F.cross_entropy(l2, y, ignore_index=-100)
             if lam > 0 and m.any():
@@ -236,7 +238,7 @@ def train_unet_caller(tiles: Sequence[TrainingTile], epochs: int = 20, steps_per
             losses.append(loss.item())
             report(progress, step, total, f"epoch {epoch + 1}/{epochs} loss {np.mean(losses[-20:]):.3f} λ {lam:.2f}")
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "lambda": lam})
-    net.eval()
+    net.to(memory_format=torch.contiguous_format).eval()
     caller.metrics = {"epochs": epochs, "steps": total, "batch_size": batch_size, "crop": crop, "consistency": consistency,
                       "lambda_max": lambda_max, "seconds": time.perf_counter() - t0, "history": history,
                       "labelled_clusters": int(sum((t.labels[:, 0] >= 0).sum() for t in tiles)),
