@@ -343,4 +343,3 @@ def test_nms_equals_the_greedy_definition():
             sup[: i + 1] = False
             alive &= ~sup
     assert nms(boxes, scores, 0.45).tolist() == order[alive].tolist()
-

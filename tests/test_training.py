@@ -42,16 +42,19 @@ def test_picker_learns_synthetic_particles(model):
 def test_channels_last_training_step_is_the_same_function():
     """The CPU training layout (NDHWC) changes speed, not the loss or the gradients (to float rounding)."""
     from napari_bioid.engine.tomo.training import soft_dice_loss
+    from napari_bioid.engine.train import training_layout
 
     cfg = PickerConfig(**CFG)
     torch.manual_seed(0)
     a = cfg.build_network().train()
     b = cfg.build_network().train()
     b.load_state_dict(a.state_dict())
-    b.to(memory_format=torch.channels_last_3d)
+    layout = training_layout(torch.device("cpu"), 3)
+    assert layout == torch.channels_last_3d and training_layout(torch.device("cuda"), 3) == torch.contiguous_format
+    b.to(memory_format=layout)
     x = torch.randn(2, 1, 24, 24, 24)
     y = torch.randint(0, 2, (2, 24, 24, 24))
-    la, lb = soft_dice_loss(a(x), y), soft_dice_loss(b(x.contiguous(memory_format=torch.channels_last_3d)), y)
+    la, lb = soft_dice_loss(a(x), y), soft_dice_loss(b(x.contiguous(memory_format=layout)), y)
     la.backward(), lb.backward()
     assert float(la.detach()) == pytest.approx(float(lb.detach()), abs=1e-5)
     for pa, pb in zip(a.parameters(), b.parameters()):

@@ -34,3 +34,30 @@ def pick_device(device: Optional[str] = None) -> torch.device:
     if device:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def training_layout(device: torch.device, spatial_dims: int = 2) -> torch.memory_format:
+    """Memory format to train a convolutional network in on ``device``: channels-last on CPU, the default elsewhere.
+
+    oneDNN's CPU convolutions run fastest on NHWC (2D, ``spatial_dims=2``) /
+    NDHWC (3D) tensors, and inference here already uses them; a training step
+    computes the same function to float rounding. Move the network with
+    ``net.to(device, memory_format=layout)``, each batch with
+    ``x.contiguous(memory_format=layout)``, and hand the weights back with
+    ``net.to(memory_format=torch.contiguous_format)``. Measured on 2 cores
+    (one training step): tomogram picker, 8 blocks of 40³, channels 8/16/32,
+    1.9 → 1.0 s; karyotype polarity ResNet-18 (width 16, 128 px) 247 → 338
+    crops/s; cell classifier ResNet-34 (width 32, 64 crops of 64 px) 0.26 →
+    0.20 s (no gain at width 8); base-calling U-Net (16 crops of 64 px, base
+    16) 0.24 → 0.16 s.
+
+    Raises
+    ------
+    ValueError
+        ``spatial_dims`` other than 2 or 3.
+    """
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    if torch.device(device).type != "cpu":
+        return torch.contiguous_format
+    return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
