@@ -22,7 +22,7 @@ import numpy as np
 
 from napari_bioid.engine.karyo import list_crops, load_polarity_model, split_by_case
 from napari_bioid.engine.karyo.shift import shift_levels
-from napari_bioid.engine.karyo.training import build_chain_set, chain_inputs, evaluate_polarity
+from napari_bioid.engine.karyo.training import build_chain_set, chain_log_odds, evaluate_polarity
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,7 @@ def main():
         t0 = time.perf_counter()
         data = build_chain_set(crops, model.size, seed=1, workers=a.workers, shift=None if kind == "none" else (kind, level),
                                straighten=model.straighten)
-        p = model.p_up_squares(chain_inputs(data))
+        p = 1.0 / (1.0 + np.exp(-chain_log_odds(model, data) / model.temperature))  # with the small-crop expert, if any
         ev = evaluate_polarity(model, data, p_up=p)
         conf, correct = np.maximum(p, 1 - p), (p >= 0.5) == data.up
         key = "in-domain" if kind == "none" else "all shifted levels"

@@ -1,4 +1,4 @@
-"""``bioid karyo train|ensemble|orient``: chromosome rotation and polarity."""
+"""``bioid karyo train|ensemble|small-expert|orient``: chromosome rotation and polarity."""
 
 from __future__ import annotations
 
@@ -52,6 +52,23 @@ def _add_karyo(sub) -> None:
     ens.add_argument("--mirror", choices=("off", "on", "choose"), default="off",
                      help="also average each crop's mirror image (doubles the cost again; default off)")
     _add_finish_options(ens)
+
+    sm = ksub.add_parser("small-expert", help="train a network for small crops (another lab's small chromosomes) and "
+                                              "attach it to a polarity model")
+    sm.add_argument("--model", default="default", help="polarity model file to extend ('default': the shipped one)")
+    sm.add_argument("--data", required=True, type=Path,
+                    help="the crop folder the model was trained on: split by case as `train` splits it")
+    sm.add_argument("--out", required=True, type=Path, help="model file to write (.pt); metrics go to <out>.json")
+    sm.add_argument("--seeds", default="0", help="one expert network per seed, averaged (default 0: one network)")
+    sm.add_argument("--epochs", type=int, default=30)
+    sm.add_argument("--variants", type=int, default=8, help="small versions (random size, imaging and angle) per training crop")
+    sm.add_argument("--width", type=int, default=16, help="channels of the first ResNet-18 stage")
+    sm.add_argument("--weight", type=float, default=0.5, help="the expert's weight in a small crop's log-odds (default 0.5)")
+    sm.add_argument("--test-fraction", type=float, default=0.3, help="fraction of the cases held out for the test")
+    sm.add_argument("--workers", type=int, default=1, help="processes that prepare the crops")
+    sm.add_argument("--cache", type=Path, default=None, help="folder to keep the prepared crops in between runs")
+    sm.add_argument("--device", default=None)
+    sm.add_argument("--overwrite", action="store_true")
 
     orr = ksub.add_parser("orient", help="turn every crop upright with the short arm up; write decisions.csv")
     orr.add_argument("input", type=Path, help="folder of crops (searched recursively), or one whole image with --labels")
@@ -119,8 +136,39 @@ def _prepare_model_outputs(args) -> Path:
     prepare_output(metrics_path, args.overwrite)
     if not 0 < args.test_fraction < 1:
         raise BioidInputError("--test-fraction must be between 0 and 1")
-    check_views_below(args.views_below, "--views-below")
+    if hasattr(args, "views_below"):
+        check_views_below(args.views_below, "--views-below")
     return metrics_path
+
+
+def _karyo_small_expert(args) -> int:
+    from ..engine.karyo.polarity import load_polarity_model
+    from ..engine.karyo.training import small_expert_from_folder
+    from ..engine.progress import TqdmProgress
+
+    metrics_path = _prepare_model_outputs(args)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        raise BioidInputError(f"--seeds takes comma-separated integers, got {args.seeds!r}")
+    if not 0.0 <= args.weight <= 1.0:
+        raise BioidInputError(f"--weight is between 0 and 1, got {args.weight}")
+    if args.epochs < 1 or args.variants < 1:
+        raise BioidInputError("--epochs and --variants must be at least 1")
+    model = load_polarity_model(None if args.model == "default" else Path(args.model))
+    bar = TqdmProgress("small-expert")
+    try:
+        out = small_expert_from_folder(args.data, model, seeds=seeds, epochs=args.epochs, variants=args.variants,
+                                       width=args.width, weight=args.weight, test_fraction=args.test_fraction,
+                                       workers=args.workers, cache_dir=args.cache, device=args.device, progress=bar,
+                                       log=lambda m: print(m, file=sys.stderr))
+    finally:
+        bar.close()
+    _save_and_report(out, args.out, metrics_path, args.overwrite)
+    print(json.dumps({"small_expert_validation": out.metrics["small_expert"]["validation"]}))
+    return 0
 
 
 def _gate_option(text):
@@ -216,5 +264,5 @@ def _karyo_orient(args) -> int:
     return 0
 
 
-HANDLERS = {"train": _karyo_train, "ensemble": _karyo_ensemble, "orient": _karyo_orient}
+HANDLERS = {"train": _karyo_train, "ensemble": _karyo_ensemble, "small-expert": _karyo_small_expert, "orient": _karyo_orient}
 add = _add_karyo

@@ -32,9 +32,10 @@ import torch.nn.functional as F
 from ..errors import BioidInputError
 from ..progress import ProgressCallback, check_cancel, report
 from ..train.optim import pick_device, seed_everything, training_layout
-from .data import Crop, read_crop, to_square
+from .data import Crop, read_crop, to_canvas, to_square
 from .karyogram import ORDER
-from .polarity import DOWN, REVIEW_THRESHOLD, UP, PolarityModel, check_views_below
+from .polarity import (DOWN, REVIEW_THRESHOLD, SMALL_CANVAS, SMALL_MAGNIFICATION, SMALL_MAX_SIDE, SMALL_WEIGHT, UP,
+                       PolarityModel, check_views_below)
 from .shift import RANDOM_LAB, RANDOM_SHIFT, random_shift, shift_crop
 from .straighten import GATE_KEYS, check_gate, gate_measures, passes, straighten_if_bent
 from .rotate import background_fill, normalise_crop, rotate_image, upright_angle
@@ -48,7 +49,10 @@ class ChainSet:
     orientation the chain itself left the crop in (the evaluation label);
     ``crop``: int (N,) index into ``crops``; rows of one crop are contiguous;
     ``straighten``: the gate of :func:`.straighten.straighten_if_bent` the
-    upright crops went through before they were squared.
+    upright crops went through before they were squared; ``small``,
+    ``small_rows``, ``small_spec``: the small-crop expert's inputs
+    (:func:`~.data.to_canvas`, canonical) of the rows whose upright long side
+    is at most ``small_spec[0]`` px (``None``: not made).
     """
 
     squares: np.ndarray
@@ -57,6 +61,9 @@ class ChainSet:
     crops: List[Crop]
     variants: int
     straighten: Optional[dict] = None  # the straightening gate the squares went through (None: none)
+    small: Optional[np.ndarray] = None  # uint8 (M, C, C): to_canvas of the small rows, p-arm up (canonical)
+    small_rows: Optional[np.ndarray] = None  # int (M,): the rows whose upright long side is ≤ small_spec's max side
+    small_spec: Optional[tuple] = None  # (max side px, magnification, canvas px) the canvases were made with
 
     def __len__(self) -> int:
         return len(self.squares)
@@ -74,6 +81,17 @@ def _chain_upright(image: np.ndarray, theta: float):
     return rotate_image(rotated, a), bool(np.cos(np.deg2rad(theta + a)) > 0), a
 
 
+#: the small-crop expert's input as :class:`ChainSet` stores it: (max long side px, magnification, canvas px)
+SMALL_SPEC = (SMALL_MAX_SIDE, SMALL_MAGNIFICATION, SMALL_CANVAS)
+
+
+def _chain_canonical(image: np.ndarray, theta: float, straighten: Optional[dict]):
+    """``(upright crop turned p-arm up, up, upright angle)``: see :func:`chain_example`."""
+    upright, up, a = _chain_upright(image, theta)
+    upright, _ = straighten_if_bent(upright, straighten)
+    return (upright if up else upright[::-1, ::-1]), up, a
+
+
 def chain_example(image: np.ndarray, theta: float, size: int, straighten: Optional[dict] = None):
     """One crop through the chain at input angle ``theta`` (degrees, counter-clockwise).
 
@@ -85,9 +103,7 @@ def chain_example(image: np.ndarray, theta: float, size: int, straighten: Option
     p-arm up and resized to a uint8 ``size``² square, whether the chain left
     it up, and the upright angle it found.
     """
-    upright, up, a = _chain_upright(image, theta)
-    upright, _ = straighten_if_bent(upright, straighten)
-    canonical = upright if up else upright[::-1, ::-1]
+    canonical, up, a = _chain_canonical(image, theta, straighten)
     return to_square(canonical, size), up, a
 
 
@@ -114,8 +130,14 @@ def variant_table(mode: str, v: int) -> Optional[dict]:
     return RANDOM_LAB if mode == "lab" and v % 4 == 3 else RANDOM_SHIFT
 
 
+def _canvas_if_small(canonical: np.ndarray, small: Optional[tuple]) -> Optional[np.ndarray]:
+    if small is None or max(canonical.shape[:2]) > small[0]:
+        return None
+    return to_canvas(canonical, small[2], small[1])
+
+
 def _chunk(args):
-    paths, thetas, size, shift, mode, seed, gate = args
+    paths, thetas, size, shift, mode, seed, gate, small = args
     out = []
     rng = np.random.default_rng(seed)
     for path, th in zip(paths, thetas):
@@ -125,13 +147,15 @@ def _chunk(args):
         for v, t in enumerate(th):
             table = variant_table(mode, v)
             src = img if table is None else random_shift(img, rng, table)
-            out.append(chain_example(src, t, size, gate)[:2])
+            canonical, up, _ = _chain_canonical(src, t, gate)
+            out.append((to_square(canonical, size), up, _canvas_if_small(canonical, small)))
     return out
 
 
 def build_chain_set(crops: Sequence[Crop], size: int = 224, variants: int = 1, seed: int = 0, workers: int = 1,
                     progress: Optional[ProgressCallback] = None, cancel: Any = None, shift: Optional[tuple] = None,
-                    augment: Union[bool, str] = False, straighten: Optional[dict] = None) -> ChainSet:
+                    augment: Union[bool, str] = False, straighten: Optional[dict] = None,
+                    small: Optional[tuple] = SMALL_SPEC) -> ChainSet:
     """Read every crop and run it through the chain at ``variants`` random angles in [0°, 360°).
 
     ``shift``: ``(kind, level)`` of :func:`.shift.shift_crop`, applied to each
@@ -143,7 +167,9 @@ def build_chain_set(crops: Sequence[Crop], size: int = 224, variants: int = 1, s
     whole other lab at once (:data:`.shift.RANDOM_LAB`), see :func:`variant_table`.
     ``straighten``: gate of :func:`.straighten.straighten_if_bent` applied to
     every upright crop before it is squared (as the model that carries the
-    gate does at inference).
+    gate does at inference). ``small``: ``(max side, magnification, canvas)``:
+    the upright crops at most that long also get the small-crop expert's
+    canvas (:data:`SMALL_SPEC` by default; ``None``: none).
 
     Memory: N · variants · size² bytes (22,500 crops at 224² ≈ 1.1 GB per variant).
     ``workers`` > 1 uses that many processes.
@@ -162,21 +188,36 @@ def build_chain_set(crops: Sequence[Crop], size: int = 224, variants: int = 1, s
     squares = np.empty((len(crops) * variants, size, size), np.uint8)
     up = np.empty(len(crops) * variants, bool)
     step = 256
-    jobs = [([c.path for c in crops[i : i + step]], thetas[i : i + step], size, shift, mode, seed * 100_003 + i, straighten) for i in range(0, len(crops), step)]
+    small = None if small is None else (int(small[0]), float(small[1]), int(small[2]))
+    jobs = [([c.path for c in crops[i : i + step]], thetas[i : i + step], size, shift, mode, seed * 100_003 + i, straighten, small)
+            for i in range(0, len(crops), step)]
+    canvases, small_rows = [], []
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
         results = pool.map(_chunk, jobs) if pool else map(_chunk, jobs)
         row = 0
         for res in results:
             check_cancel(cancel)
-            for sq, u in res:
+            for sq, u, canvas in res:
                 squares[row], up[row] = sq, u
+                if canvas is not None:
+                    canvases.append(canvas)
+                    small_rows.append(row)
                 row += 1
             report(progress, row, len(squares), "running crops through the chain")
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
-    return ChainSet(squares, up, np.repeat(np.arange(len(crops)), variants), crops, variants, straighten)
+    return ChainSet(squares, up, np.repeat(np.arange(len(crops)), variants), crops, variants, straighten,
+                    *_small_arrays(canvases, small_rows, small))
+
+
+def _small_arrays(canvases: list, rows: list, small: Optional[tuple]):
+    """``(small, small_rows, small_spec)`` of a :class:`ChainSet`."""
+    if small is None:
+        return None, None, None
+    stacked = np.stack(canvases) if canvases else np.zeros((0, small[2], small[2]), np.uint8)
+    return stacked, np.asarray(rows, dtype=np.int64), small
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
@@ -290,6 +331,43 @@ def chain_inputs(data: ChainSet) -> np.ndarray:
     return x
 
 
+def chain_small_inputs(model: PolarityModel, data: ChainSet) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """``(canvases, rows)``: the small-crop expert's inputs of ``data`` as the chain leaves them (turned 180° where not up).
+
+    ``(None, None)`` when ``model`` has no small-crop expert.
+
+    Raises
+    ------
+    BioidInputError
+        ``model`` has an expert but ``data`` was built without its canvases or
+        with another max side, magnification or canvas.
+    """
+    if model.small_expert is None:
+        return None, None
+    spec = (model.small_max_side, model.small_magnification, model.small_expert.size)
+    if data.small is None or tuple(data.small_spec) != spec:
+        raise BioidInputError(f"the model's small-crop expert takes canvases {spec} (max side, magnification, canvas) but "
+                              f"these chain outputs have {data.small_spec}: build them with small={spec}")
+    x = data.small.copy()
+    down = ~data.up[data.small_rows]
+    x[down] = x[down, ::-1, ::-1]
+    return x, data.small_rows
+
+
+def chain_log_odds(model: PolarityModel, data: ChainSet, batch_size: int = 128, progress: Optional[ProgressCallback] = None,
+                   cancel: Any = None, device: Optional[str] = None) -> np.ndarray:
+    """Uncalibrated log-odds (float64, (N,)) of ``data`` as the chain feeds the model: main networks and small-crop expert
+    (:meth:`.polarity.PolarityModel.log_odds_chain`), on :func:`chain_inputs` and :func:`chain_small_inputs`.
+
+    Raises
+    ------
+    BioidInputError
+        See :func:`chain_small_inputs`.
+    """
+    canvases, rows = chain_small_inputs(model, data)
+    return model.log_odds_chain(chain_inputs(data), canvases, rows, batch_size, progress, cancel, device)
+
+
 def evaluate_polarity(model: PolarityModel, data: ChainSet, batch_size: int = 128, device: Optional[str] = None,
                       progress: Optional[ProgressCallback] = None, cancel: Any = None, review_threshold: float = REVIEW_THRESHOLD,
                       p_up: Optional[np.ndarray] = None) -> Dict[str, Any]:
@@ -313,7 +391,10 @@ def evaluate_polarity(model: PolarityModel, data: ChainSet, batch_size: int = 12
     if model.straighten is not None and data.straighten != model.straighten:
         raise BioidInputError(f"the model straightens bent chromosomes (gate {model.straighten}) but these chain outputs were "
                               f"built with gate {data.straighten}: build them with straighten=model.straighten")
-    p = model.p_up_squares(chain_inputs(data), batch_size, progress, cancel, device) if p_up is None else np.asarray(p_up)
+    if p_up is None:
+        p = _sigmoid(chain_log_odds(model, data, batch_size, progress, cancel, device) / model.temperature)
+    else:
+        p = np.asarray(p_up)
     pred, truth = p >= 0.5, data.up
     tp, fp = int(np.sum(pred & truth)), int(np.sum(pred & ~truth))
     tn, fn = int(np.sum(~pred & ~truth)), int(np.sum(~pred & truth))
@@ -440,15 +521,17 @@ def _cached_chain_set(name: str, cache_dir, crops, size: int, variants: int, see
         tag = {"none": "", "shift": "_aug", "lab": "_lab"}[mode]
         if straighten is not None:
             tag += "_st" + hashlib.sha1(repr(sorted(straighten.items())).encode()).hexdigest()[:6]
+        tag += "_x{}m{:g}c{}".format(*SMALL_SPEC)
         path = Path(cache_dir) / f"{name}_{size}px_{variants}v{tag}_seed{seed}_{key}.npz"
         if path.is_file():
             z = np.load(path)
-            return ChainSet(z["squares"], z["up"], z["crop"], list(crops), variants, straighten)
+            return ChainSet(z["squares"], z["up"], z["crop"], list(crops), variants, straighten, z["small"], z["small_rows"],
+                            SMALL_SPEC)
     data = build_chain_set(crops, size, variants, seed, workers, progress, cancel, augment=augment, straighten=straighten)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, squares=data.squares, up=data.up, crop=data.crop)
+        np.savez(tmp, squares=data.squares, up=data.up, crop=data.crop, small=data.small, small_rows=data.small_rows)
         tmp.replace(path)
     return data
 
@@ -563,7 +646,8 @@ def fit_temperature(model: PolarityModel, data: ChainSet, device: Optional[str] 
                     log_odds: Optional[np.ndarray] = None) -> float:
     """Temperature T minimising the negative log-likelihood of ``data`` (Guo et al., ICML 2017).
 
-    Uses the model's log-odds as the chain feeds them (mirror averaging as set;
+    Uses the model's log-odds as the chain feeds them (mirror averaging,
+    symmetric views and small-crop expert as set, :func:`chain_log_odds`;
     ``log_odds``: those, when already computed); T is searched on
     log T ∈ [−3, 3] (bounded Brent). Does not change ``model``.
 
@@ -576,7 +660,7 @@ def fit_temperature(model: PolarityModel, data: ChainSet, device: Optional[str] 
 
     if len(data) == 0:
         raise BioidInputError("no validation crops to fit the temperature on")
-    d = model.log_odds_squares(chain_inputs(data), 128, None, cancel, device) if log_odds is None else np.asarray(log_odds)
+    d = chain_log_odds(model, data, 128, None, cancel, device) if log_odds is None else np.asarray(log_odds)
     sign = np.where(data.up, 1.0, -1.0)
 
     def nll(log_t):
@@ -723,3 +807,180 @@ def ensemble_from_folder(data_dir, members: Sequence[PolarityModel], straighten:
     finish_model(ens, va, te, device=device, cancel=cancel, mirror=mirror, views_below=views_below)
     ens.metrics["test_definition"] = _test_definition(test_fraction, split_seed)
     return ens
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Small-crop expert (issue 15)
+
+#: long sides (px) the small-crop expert's training crops are scaled to, drawn uniformly
+SMALL_TRAIN_SIDES = (7.0, 26.0)
+#: the rest of another lab's imaging for those crops: :data:`.shift.RANDOM_LAB` without its scale (the size is drawn above)
+SMALL_LAB = {k: v for k, v in RANDOM_LAB.items() if k != "scale"}
+
+
+def _small_chunk(args):
+    from .shift import _scale
+
+    paths, thetas, seed, gate, small = args
+    rng = np.random.default_rng(seed)
+    out = []
+    for path, th in zip(paths, thetas):
+        img = read_crop(path)
+        for t in th:
+            for _ in range(10):  # a rare draw leaves no chromosome to stand upright: draw again
+                side = rng.uniform(*SMALL_TRAIN_SIDES)
+                src = random_shift(_scale(img, min(1.0, side / max(img.shape))), rng, SMALL_LAB)
+                try:
+                    canonical, up, _ = _chain_canonical(src, t, gate)
+                    break
+                except BioidInputError:
+                    t = rng.uniform(0.0, 360.0)
+            else:
+                raise BioidInputError(f"{path}: no small version of this crop kept a chromosome to stand upright")
+            out.append((to_canvas(canonical, small[2], small[1]), up))
+    return out
+
+
+def build_small_set(crops: Sequence[Crop], variants: int = 8, seed: int = 0, workers: int = 1,
+                    straighten: Optional[dict] = None, small: tuple = SMALL_SPEC,
+                    progress: Optional[ProgressCallback] = None, cancel: Any = None) -> ChainSet:
+    """The small-crop expert's examples: every crop made small, imaged as another lab would, through the chain.
+
+    Each crop (standing p-arm up), at each of ``variants`` random angles, is
+    scaled so its long side is drawn uniformly from :data:`SMALL_TRAIN_SIDES`
+    px (never enlarged), changed by :func:`.shift.random_shift` with
+    :data:`SMALL_LAB` (blur, gamma, contrast, background, noise, JPEG of
+    another lab), run through the chain (upright search, rotation, the
+    ``straighten`` gate) and put on the expert's canvas
+    (:func:`~.data.to_canvas` with ``small`` = (max side, magnification,
+    canvas)). Returns a :class:`ChainSet` whose ``squares`` are those
+    canvases (uint8 (N · variants, canvas, canvas), canonical), ready for
+    :func:`train_polarity`. Memory: N · variants · canvas² bytes
+    (14,206 crops × 8 at 72² ≈ 0.6 GB).
+
+    Raises
+    ------
+    BioidInputError
+        No crops, or an unreadable crop.
+    """
+    crops = list(crops)
+    if not crops:
+        raise BioidInputError("no crops to build the small-crop expert's examples from")
+    small = (int(small[0]), float(small[1]), int(small[2]))
+    thetas = np.random.default_rng(seed).uniform(0.0, 360.0, size=(len(crops), variants))
+    out = np.empty((len(crops) * variants, small[2], small[2]), np.uint8)
+    up = np.empty(len(out), bool)
+    step = 256
+    jobs = [([c.path for c in crops[i : i + step]], thetas[i : i + step], seed * 100_003 + i, straighten, small)
+            for i in range(0, len(crops), step)]
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    try:
+        row = 0
+        for res in (pool.map(_small_chunk, jobs) if pool else map(_small_chunk, jobs)):
+            check_cancel(cancel)
+            for canvas, u in res:
+                out[row], up[row] = canvas, u
+                row += 1
+            report(progress, row, len(out), "making small crops")
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+    return ChainSet(out, up, np.repeat(np.arange(len(crops)), variants), crops, variants, straighten)
+
+
+def add_small_expert(model: PolarityModel, expert: PolarityModel, val: ChainSet, test: Optional[ChainSet] = None,
+                     weight: float = SMALL_WEIGHT, device: Optional[str] = None, cancel: Any = None) -> PolarityModel:
+    """A copy of ``model`` with the small-crop ``expert``, its temperature fitted again on ``val``.
+
+    ``expert``: a :class:`.polarity.PolarityModel` (or ensemble) trained on
+    :func:`build_small_set` canvases; its input side must be the canvas of
+    ``val``'s ``small_spec``, whose max side and magnification the result
+    keeps. The mix changes the small crops' log-odds, so the temperature is
+    fitted again (:func:`fit_temperature`) on ``val`` (validation cases,
+    built with :func:`build_chain_set`'s canvases); ``val`` errors with and
+    without the expert go to ``metrics["small_expert"]``, and ``test``, if
+    given, is measured once (``metrics["test"]``). ``model`` is not changed.
+
+    Raises
+    ------
+    BioidInputError
+        ``weight`` outside [0, 1], ``val`` without canvases or with canvases
+        of another side than the expert's input.
+    """
+    if val.small_spec is None or int(val.small_spec[2]) != expert.size:
+        raise BioidInputError(f"the expert takes {expert.size}-px canvases but the validation set has {val.small_spec} "
+                              "(max side, magnification, canvas)")
+    out = copy.copy(model)
+    out.metrics = copy.deepcopy(model.metrics)
+    out.small_expert, out.small_weight = expert, float(weight)
+    out.small_max_side, out.small_magnification = int(val.small_spec[0]), float(val.small_spec[1])
+    out.__post_init__()  # checks the weight
+    before = chain_log_odds(model, val, cancel=cancel, device=device)
+    after = chain_log_odds(out, val, cancel=cancel, device=device)
+    out.temperature = fit_temperature(out, val, log_odds=after)
+    sign = np.where(val.up, 1.0, -1.0)
+    rows = val.small_rows
+    out.metrics["small_expert"] = {
+        "max_side_px": out.small_max_side, "magnification": out.small_magnification, "canvas_px": expert.size,
+        "weight": out.small_weight, "depth": expert.depth, "width": expert.width, "members": expert.members,
+        "training": expert.metrics.get("small_training"),
+        "validation": {"crops": len(val), "small_crops": int(len(rows)),
+                       "errors_without": int(np.sum(sign * before <= 0)), "errors_with": int(np.sum(sign * after <= 0)),
+                       "small_errors_without": int(np.sum(sign[rows] * before[rows] <= 0)),
+                       "small_errors_with": int(np.sum(sign[rows] * after[rows] <= 0)),
+                       "temperature": {"before": model.temperature, "after": out.temperature}}}
+    if test is not None:
+        out.metrics["test"] = evaluate_polarity(out, test, device=device, cancel=cancel)
+    return out
+
+
+def small_expert_from_folder(data_dir, model: PolarityModel, seeds: Sequence[int] = (0,), epochs: int = 30,
+                             variants: int = 8, depth: int = 18, width: int = 16, weight: float = SMALL_WEIGHT,
+                             test_fraction: float = 0.3, val_fraction: float = 0.1, split_seed: int = 0, workers: int = 1,
+                             cache_dir=None, device: Optional[str] = None, progress: Optional[ProgressCallback] = None,
+                             cancel: Any = None, log: Optional[Callable[[str], None]] = None) -> PolarityModel:
+    """``bioid karyo small-expert``: train a small-crop expert for ``model`` on a crop collection and attach it.
+
+    The collection is split by case exactly as :func:`train_from_folder`
+    splits it. One ResNet (``depth``, ``width``) per seed in ``seeds`` learns
+    on :func:`build_small_set` examples of the training cases (``variants``
+    per crop, reference recipe, ``epochs``), keeping the epoch with the
+    fewest errors on small examples of the validation cases (2 per crop);
+    several are averaged (:func:`ensemble_models`). Then
+    :func:`add_small_expert` attaches it with ``weight``, fits the
+    temperature again on the validation cases (through the chain at 4 angles,
+    another lab on every fourth, as :func:`ensemble_from_folder`) and measures
+    the test cases. Returns the new model; ``model`` is not changed.
+
+    Raises
+    ------
+    BioidInputError
+        No seeds, the errors of :func:`train_from_folder`'s split, or of :func:`add_small_expert`.
+    """
+    seeds = list(seeds)
+    if not seeds:
+        raise BioidInputError("name at least one seed for the small-crop expert")
+    train, val, test = _split(data_dir, test_fraction, val_fraction, split_seed)
+    gate = model.straighten
+    if log:
+        log(f"small-crop expert: {len(train)} training crops x {variants}, {len(seeds)} network(s), {epochs} epochs")
+    t0 = time.perf_counter()
+    tr = build_small_set(train, variants, seed=1000, workers=workers, straighten=gate, progress=progress, cancel=cancel)
+    va = build_small_set(val, 2, seed=2000, workers=workers, straighten=gate, progress=progress, cancel=cancel)
+    nets = []
+    for seed in seeds:
+        def on_epoch(rec, seed=seed):
+            if log:
+                log(f"expert seed {seed} epoch {rec['epoch']}: loss {rec['loss']:.4f}, validation {rec['val_accuracy']:.4f}")
+
+        nets.append(train_polarity(tr, va, depth=depth, width=width, epochs=epochs, seed=seed, device=device,
+                                   progress=progress, cancel=cancel, on_epoch=on_epoch))
+    expert = nets[0] if len(nets) == 1 else ensemble_models(nets)
+    expert.metrics["small_training"] = {
+        "train_crops": len(train), "variants": variants, "sides_px": list(SMALL_TRAIN_SIDES),
+        "lab": {k: list(v) for k, v in SMALL_LAB.items()}, "epochs": epochs, "seeds": seeds,
+        "best_val_accuracy": [n.metrics.get("best_val_accuracy") for n in nets], "val_examples": len(va),
+        "minutes": round((time.perf_counter() - t0) / 60, 1)}
+    val_set = _cached_chain_set("val", cache_dir, val, model.size, _VAL_VARIANTS["lab"], 11, workers, progress, cancel, "lab", gate)
+    test_set = _cached_chain_set("test", cache_dir, test, model.size, 1, 12, workers, progress, cancel, straighten=gate)
+    return add_small_expert(model, expert, val_set, test_set, weight, device, cancel)
