@@ -61,6 +61,47 @@ def test_channels_last_training_step_is_the_same_function():
         assert torch.allclose(pa.grad, pb.grad, atol=1e-5, rtol=1e-3)
 
 
+_STRIDED_1X1_TRAINING = """
+import torch, torch.nn.functional as F
+from napari_bioid.engine.nn.resnet import resnet
+torch.set_num_threads(2)
+torch.manual_seed(0)
+net = resnet(18, 2, 8).to(memory_format=torch.channels_last)
+opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+for _ in range(60):  # batches of 3 (an epoch's odd last batch), as the polarity trainer gives them
+    x = torch.randn(3, 3, 48, 48).contiguous(memory_format=torch.channels_last)
+    loss = F.cross_entropy(net(x), torch.randint(0, 2, (3,)))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+print("trained")
+"""
+
+
+def test_resnet_shortcut_trains_channels_last_without_corrupting_memory():
+    """PyTorch 2.13's CPU weight gradient of a strided 1×1 convolution on channels-last tensors corrupts the heap for
+    4 or 8 input channels and odd batches (this script crashed with the plain nn.Conv2d shortcut: "corrupted size vs.
+    prev_size" or a segmentation fault). The ResNet's shortcut computes the same function another way."""
+    import subprocess
+    import sys
+
+    from napari_bioid.engine.nn.resnet import StridedPointwise
+
+    res = subprocess.run([sys.executable, "-c", _STRIDED_1X1_TRAINING], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "trained" in res.stdout, (res.returncode, res.stderr[-500:])
+    # the same layer as nn.Conv2d(cin, cout, 1, stride): output, gradients and state-dict keys, odd and even sizes
+    torch.manual_seed(0)
+    plain, ours = torch.nn.Conv2d(8, 16, 1, 2, bias=False), StridedPointwise(8, 16, 2)
+    ours.load_state_dict(plain.state_dict())
+    for size in (12, 13):
+        x = torch.randn(3, 8, size, size, requires_grad=True)
+        a, b = plain(x), ours(x)
+        assert a.shape == b.shape == (3, 16, (size + 1) // 2, (size + 1) // 2) and torch.allclose(a, b, atol=1e-6)
+        ga = torch.autograd.grad(a.square().sum(), (x, plain.weight))
+        gb = torch.autograd.grad(b.square().sum(), (x, ours.weight))
+        assert all(torch.allclose(u, v, atol=1e-5) for u, v in zip(ga, gb))
+
+
 def test_model_file_round_trip_and_voxel_size_warning(model, tmp_path):
     path = model.save(tmp_path / "m.pt")
     with pytest.raises(FileExistsError):

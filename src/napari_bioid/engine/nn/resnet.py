@@ -14,6 +14,28 @@ from typing import List, Type, Union
 import torch
 from torch import nn
 
+class StridedPointwise(nn.Conv2d):
+    """1×1 convolution with a stride, computed as a subsample then a stride-1 1×1 convolution.
+
+    (B, cin, H, W) → (B, cout, ⌈H / stride⌉, ⌈W / stride⌉): the same output,
+    weights and state-dict keys as ``nn.Conv2d(cin, cout, 1, stride,
+    bias=False)``. It stands in for that layer (the residual shortcut of a
+    down-sampling block) because PyTorch 2.13's CPU weight gradient of a
+    strided 1×1 convolution on channels-last tensors corrupts the heap (a
+    segmentation fault or "corrupted size vs. prev_size" abort, sometimes
+    only later) for few input channels (4 or 8) and odd batch sizes, e.g. the
+    last batch of an epoch; measured on 2 threads over 167 layer shapes,
+    nowhere else (tests/test_training.py).
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__(cin, cout, 1, stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sy, sx = self.stride
+        return nn.functional.conv2d(x[:, :, ::sy, ::sx], self.weight, self.bias)
+
+
 DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3)), 101: ("bottleneck", (3, 4, 23, 3))}
 
 
@@ -29,7 +51,7 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.down = None
         if stride != 1 or cin != planes:
-            self.down = nn.Sequential(nn.Conv2d(cin, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+            self.down = nn.Sequential(StridedPointwise(cin, planes, stride), nn.BatchNorm2d(planes))
 
     def forward(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
@@ -52,7 +74,7 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.down = None
         if stride != 1 or cin != out_ch:
-            self.down = nn.Sequential(nn.Conv2d(cin, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
+            self.down = nn.Sequential(StridedPointwise(cin, out_ch, stride), nn.BatchNorm2d(out_ch))
 
     def forward(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
