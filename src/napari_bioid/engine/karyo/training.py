@@ -918,6 +918,8 @@ def add_small_expert(model: PolarityModel, expert: PolarityModel, val: ChainSet,
     before = chain_log_odds(model, val, cancel=cancel, device=device)
     after = chain_log_odds(out, val, cancel=cancel, device=device)
     out.temperature = fit_temperature(out, val, log_odds=after)
+    if isinstance(out.metrics.get("temperature"), dict):
+        out.metrics["temperature"].update({"value": out.temperature, "before_small_expert": model.temperature})
     sign = np.where(val.up, 1.0, -1.0)
     rows = val.small_rows
     out.metrics["small_expert"] = {
