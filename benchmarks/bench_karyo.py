@@ -50,8 +50,8 @@ print(f"model: {'' if model.members == 1 else f'ensemble of {model.members} × '
       f"mirror averaging {'on' if model.mirror else 'off'}")
 if model.small_expert is not None:
     e = model.small_expert
-    print(f"small-crop expert: {e.members} × ResNet-{e.depth} width {e.width}, {e.size}² canvas, for crops ≤ "
-          f"{model.small_max_side} px long: {sum(model.is_small(u) for u in uprights)} of these {len(uprights)}")
+    print(f"small-crop expert: {e.members} × ResNet-{e.depth} width {e.width}, {e.size}² canvas, for chromosomes ≤ "
+          f"{model.small_max_side} px long: {sum(model.small_input(u) is not None for u in uprights)} of these {len(uprights)}")
 t = time.perf_counter()
 model.p_up(uprights, batch_size=64)
 print(f"classifier:                {len(uprights) / (time.perf_counter() - t):7.1f} crops/s")

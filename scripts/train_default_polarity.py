@@ -36,6 +36,7 @@ p-arm up), accuracy per chromosome class, calibration, each member's recipe and 
     python scripts/train_default_polarity.py --stage member --seed 3 --out /tmp/m3.pt --device cuda --workers 16
     python scripts/train_default_polarity.py --stage select --members /tmp/m0.pt ... /tmp/m5.pt  # ensembles the best four
     python scripts/train_default_polarity.py --stage small            # adds the small-crop expert to the shipped model
+    python scripts/train_default_polarity.py --stage attach           # attaches its expert again (changed routing)
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def _provenance(out: Path, minutes: float, selection: dict) -> None:
 
 def run(argv) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stage", choices=("all", "member", "select", "small"), default="all")
+    ap.add_argument("--stage", choices=("all", "member", "select", "small", "attach"), default="all")
     ap.add_argument("--seed", type=int, choices=sorted(RECIPES), default=None, help="--stage member: which member")
     ap.add_argument("--members", type=Path, nargs="+", default=None, help="--stage select: the member files")
     ap.add_argument("--out", type=Path, default=SHIPPED)
@@ -118,6 +119,8 @@ def run(argv) -> int:
         ap.error("--stage select needs --members FILE ... (the member files)")
     if args.stage == "small":
         return small_stage(args.out, args.out, t0)
+    if args.stage == "attach":
+        return attach_stage(args.out)
     members = args.members
     if args.stage in ("all", "member"):
         seeds = [args.seed] if args.stage == "member" else sorted(RECIPES)
@@ -137,6 +140,33 @@ def run(argv) -> int:
     if rc == 0 and args.out == SHIPPED:
         _provenance(args.out, (time.perf_counter() - t0) / 60, selection)
     return small_stage(args.out, args.out, t0) if rc == 0 else rc
+
+
+def attach_stage(path: Path) -> int:
+    """Attach the model's own small-crop expert again with the current routing and canvas (engine/karyo/training.SMALL_SPEC):
+    temperature refitted and the test measured by training.add_small_expert, as stage 4 does, without retraining."""
+    from napari_bioid.engine.io.atomic import atomic_write
+    from napari_bioid.engine.karyo import load_polarity_model, save_polarity_model
+    from napari_bioid.engine.karyo.training import _VAL_VARIANTS, _cached_chain_set, _split, add_small_expert
+
+    model = load_polarity_model(path)
+    if model.small_expert is None:
+        raise SystemExit(f"{path} has no small-crop expert: run --stage small")
+    record = model.metrics.pop("small_expert")
+    expert, model.small_expert = model.small_expert, None
+    expert.metrics["small_training"] = record["training"]
+    model.temperature = record["validation"]["temperature"]["before"]
+    model.metrics["temperature"]["value"] = model.temperature
+    _, val, test = _split(DATA, 0.3, 0.1, 0)
+    va = _cached_chain_set("val", CACHE, val, model.size, _VAL_VARIANTS["lab"], 11, 2, None, None, "lab", model.straighten)
+    te = _cached_chain_set("test", CACHE, test, model.size, 1, 12, 2, None, None, straighten=model.straighten)
+    out = add_small_expert(model, expert, va, te)
+    out.metrics["small_expert"]["attached_again"] = {"previous": {k: record[k] for k in record if k != "training"}}
+    save_polarity_model(out, path, overwrite=True)
+    with atomic_write(path.with_suffix(".json"), overwrite=True, backup=False) as tmp:
+        tmp.write_text(json.dumps(out.metrics, indent=1))
+    print(json.dumps({"test_accuracy": out.metrics["test"]["accuracy"], "small_expert_validation": out.metrics["small_expert"]["validation"]}))
+    return 0
 
 
 def small_stage(base: Path, out: Path, t0: float) -> int:

@@ -69,16 +69,19 @@ def _tiny_model_with_expert(seed=0):
 
 def test_expert_changes_only_the_small_crops_and_round_trips(tmp_path):
     model = _tiny_model_with_expert()
-    uprights = [_rod(12, 5), _rod(60, 18), _rod(24, 8, 0.6), _rod(30, 9)]  # long sides with the margin: 16, 64, 28, 34
-    # the margin counts: the upright crop as given is what the chain measures
-    assert [model.is_small(u) for u in uprights] == [True, False, False, False]
-    uprights[2] = uprights[2][2:-2, 2:-2]  # 24 px long: small
-    assert [model.is_small(u) for u in uprights] == [True, False, True, False]
+    wide = np.full((60, 50), 255, np.uint8)
+    wide[20:38, 22:28] = 60  # an 18-px chromosome in a crop with wide margins
+    uprights = [_rod(12, 5), _rod(60, 18), wide, _rod(24, 8)]
+    # small means the chromosome's length (<= 20 px), whatever the margins the crop was cut with
+    assert [model.small_input(u) is not None for u in uprights] == [True, False, True, False]
+    # the canvas holds the chromosome at 3x (18 -> 54 px), with a 3-px margin, centred
+    dark = np.argwhere(model.small_input(wide) < 200)
+    assert 52 <= np.ptp(dark[:, 0]) + 1 <= 56 and abs(dark[:, 0].mean() - 35.5) < 1.5
     alone = PolarityModel(depth=18, width=4, size=32, temperature=1.3, net=model.net)
     squares = np.stack([model.square(u) for u in uprights])
     main = alone.log_odds_squares(squares)
     with torch.no_grad():
-        x = model.small_expert._input(np.stack([model.canvas(uprights[i]) for i in (0, 2)]), torch.device("cpu"))
+        x = model.small_expert._input(np.stack([model.small_input(uprights[i]) for i in (0, 2)]), torch.device("cpu"))
         expert = _four_views(model.small_expert.net.to(memory_format=torch.channels_last), x).double().numpy()
     mixed = main.copy()
     mixed[[0, 2]] = 0.5 * main[[0, 2]] + 0.5 * expert
@@ -90,14 +93,14 @@ def test_expert_changes_only_the_small_crops_and_round_trips(tmp_path):
     path = save_polarity_model(model, tmp_path / "m.pt")
     again = load_polarity_model(path)
     assert again.config()["small_expert"] == {"depth": 18, "width": 4, "canvas": 72, "members": 1, "mean": model.mean,
-                                             "std": model.std, "max_side": 24, "magnification": 3.0, "weight": 0.5}
+                                             "std": model.std, "max_side": 20, "margin": 3, "magnification": 3.0,
+                                             "weight": 0.5}
     assert again.p_up(uprights) == pytest.approx(p, abs=1e-6)
     # without an expert a file has none, and weights are checked
     assert load_polarity_model(save_polarity_model(alone, tmp_path / "a.pt")).small_expert is None
     with pytest.raises(BioidInputError, match="small_weight"):
         PolarityModel(depth=18, width=4, size=32, small_weight=1.5)
-    with pytest.raises(BioidInputError, match="no small-crop expert"):
-        alone.canvas(uprights[0])
+    assert alone.small_input(uprights[0]) is None
 
 
 def test_chain_sets_carry_the_small_crops_canvases(held_out):

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import BioidInputError
 from .karyogram import chromosome_name
-from .rotate import to_grey
+from .rotate import foreground_mask, to_grey
 
 #: normalisation of the reference polarity classifier (METHODS.md §2), per channel
 MEAN, STD = 0.772, 0.245
@@ -135,6 +135,26 @@ def to_canvas(upright: np.ndarray, canvas: int = 72, magnification: float = 3.0)
     y0, x0 = (canvas - hh) // 2, (canvas - ww) // 2
     out[y0 : y0 + hh, x0 : x0 + ww] = grey
     return out
+
+
+def trim_to_chromosome(upright: np.ndarray, margin: int = 3) -> Tuple[np.ndarray, int]:
+    """``(crop, length)``: the grey crop cut to the chromosome's bounding box plus ``margin`` px, and the box's long side (px).
+
+    The chromosome is :func:`.rotate.foreground_mask` (Otsu's threshold; for
+    a two-level image, every pixel darker than the background); a crop
+    without foreground is returned whole, with its long side. Makes the
+    small-crop expert's routing and input independent of how much white
+    margin a lab leaves around its crops (issue 15).
+    """
+    grey = to_grey(upright)
+    ys, xs = np.nonzero(foreground_mask(grey))
+    if len(ys) == 0:  # Otsu's threshold is the darker level of a two-level image: take everything darker than the background
+        ys, xs = np.nonzero(grey < grey.max())
+    if len(ys) == 0:
+        return grey, int(max(grey.shape))
+    y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
+    length = int(max(y1 - y0, x1 - x0) + 1)
+    return grey[max(0, y0 - margin) : y1 + margin + 1, max(0, x0 - margin) : x1 + margin + 1], length
 
 
 def normalise(square: np.ndarray, mean: float = MEAN, std: float = STD) -> np.ndarray:

@@ -31,12 +31,13 @@ architecture (:class:`PolarityEnsemble`, "deep ensembles", Lakshminarayanan et
 al., NeurIPS 2017): their logits are averaged, so the log-odds are the mean of
 the members' log-odds.
 
-Small-crop expert (issue 15): another lab's small chromosomes (upright long
-side ≤ ``small_max_side``, 24 px by default: our crops at 25–40 % of their size)
-are the chain's weak point, and the main networks only see them stretched
+Small-crop expert (issue 15): another lab's small chromosomes (bounding box's
+long side ≤ ``small_max_side``, 20 px by default: our crops at 25–35 % of their
+size) are the chain's weak point, and the main networks only see them stretched
 5–12 times into soft blobs of one apparent size. A model may carry a second,
 cheap network (``small_expert``, itself a :class:`PolarityModel` whose input is
-:func:`~.data.to_canvas`: the crop at a fixed 3× magnification on a 72-px
+:func:`~.data.to_canvas`: the chromosome with a 3-px margin
+(:func:`~.data.trim_to_chromosome`) at a fixed 3× magnification on a 72-px
 canvas, so its apparent size is kept) trained only on such crops
 (:func:`~.training.build_small_set`). For a small crop the log-odds are
 ``(1 − w) · main + w · expert`` (``small_weight`` w = 0.5; the expert averages
@@ -59,7 +60,7 @@ from ..io.atomic import PathLike
 from ..nn.resnet import resnet
 from ..progress import ProgressCallback, check_cancel, report
 from ..train.checkpoint import load_checkpoint, save_checkpoint
-from .data import MEAN, STD, to_canvas, to_square
+from .data import MEAN, STD, to_canvas, to_square, trim_to_chromosome
 from .straighten import straighten_if_bent
 
 MODEL_KIND = "napari-bioid/karyo-polarity"
@@ -68,8 +69,10 @@ DEFAULT_MODEL_NAME = "karyo_polarity_default.pt"
 DOWN, UP = 0, 1
 #: default review threshold: crops whose confidence is below it are shown to the reviewer first
 REVIEW_THRESHOLD = 0.9
-#: small-crop expert (issue 15): crops whose upright long side is at most this many px go to it
-SMALL_MAX_SIDE = 24
+#: small-crop expert (issue 15): chromosomes whose bounding box's long side is at most this many px go to it
+SMALL_MAX_SIDE = 20
+#: white margin (px) kept around the chromosome's bounding box before it is put on the expert's canvas
+SMALL_MARGIN = 3
 #: its input: the crop enlarged this many times on a white square canvas of this side (px)
 SMALL_MAGNIFICATION, SMALL_CANVAS = 3.0, 72
 #: weight of its log-odds in the mix for small crops
@@ -154,9 +157,11 @@ class PolarityModel:
     (max(p, 1 − p) with ``temperature``) is below it get the mean log-odds of
     four symmetric views (the square, its left-right mirror, and, with the
     sign turned, its 180° turn and top-bottom mirror); 0: never;
-    ``small_expert``: optional network for small crops (upright long side ≤
-    ``small_max_side`` px), a :class:`PolarityModel` whose ``size`` is its
-    :func:`~.data.to_canvas` canvas (at ``small_magnification``); their
+    ``small_expert``: optional network for small crops (the chromosome's
+    bounding box at most ``small_max_side`` px long, whatever the crop's
+    margins), a :class:`PolarityModel` whose ``size`` is its
+    :func:`~.data.to_canvas` canvas (the chromosome with ``small_margin`` px
+    of white, at ``small_magnification``); their
     log-odds become ``(1 − small_weight) · own + small_weight · expert's``
     (the expert's four symmetric views averaged). Only :meth:`p_up` and
     :meth:`log_odds_chain` use it; the ``*_squares`` methods are the main
@@ -176,7 +181,8 @@ class PolarityModel:
     members: int = 1  # networks whose logits are averaged (PolarityEnsemble); 1: a single ResNet
     views_below: float = 0.0  # confidence under which the four symmetric views are averaged (0: never)
     small_expert: Optional["PolarityModel"] = None  # network for small crops (input: to_canvas), see the module
-    small_max_side: int = SMALL_MAX_SIDE  # crops whose upright long side is at most this (px) go to small_expert too
+    small_max_side: int = SMALL_MAX_SIDE  # chromosomes whose bounding box's long side is at most this (px) go to small_expert too
+    small_margin: int = SMALL_MARGIN  # white margin (px) kept around the chromosome on the expert's canvas
     small_magnification: float = SMALL_MAGNIFICATION  # to_canvas magnification of the expert's input
     small_weight: float = SMALL_WEIGHT  # the expert's weight in the small crops' log-odds
 
@@ -186,9 +192,9 @@ class PolarityModel:
         self.views_below = check_views_below(self.views_below)
         if not 0.0 <= self.small_weight <= 1.0:
             raise BioidInputError(f"small_weight is a weight between 0 and 1, got {self.small_weight}")
-        if self.small_max_side < 1 or not self.small_magnification > 0:
-            raise BioidInputError(f"small_max_side must be ≥ 1 px and small_magnification > 0, got {self.small_max_side} "
-                                  f"and {self.small_magnification}")
+        if self.small_max_side < 1 or self.small_margin < 0 or not self.small_magnification > 0:
+            raise BioidInputError(f"small_max_side must be ≥ 1 px, small_margin ≥ 0 px and small_magnification > 0, got "
+                                  f"{self.small_max_side}, {self.small_margin} and {self.small_magnification}")
         if self.net is None:
             nets = [resnet(self.depth, num_classes=2, width=self.width, in_channels=3) for _ in range(self.members)]
             self.net = nets[0] if self.members == 1 else PolarityEnsemble(nets)
@@ -198,8 +204,8 @@ class PolarityModel:
         if self.small_expert is not None:
             e = self.small_expert
             small = {"depth": e.depth, "width": e.width, "canvas": e.size, "members": e.members, "mean": e.mean,
-                     "std": e.std, "max_side": self.small_max_side, "magnification": self.small_magnification,
-                     "weight": self.small_weight}
+                     "std": e.std, "max_side": self.small_max_side, "margin": self.small_margin,
+                     "magnification": self.small_magnification, "weight": self.small_weight}
         return {"depth": self.depth, "width": self.width, "size": self.size, "mean": self.mean, "std": self.std,
                 "mirror": self.mirror, "temperature": self.temperature, "straighten": self.straighten,
                 "members": self.members, "views_below": self.views_below, "small_expert": small,
@@ -209,21 +215,20 @@ class PolarityModel:
         """The classifier's uint8 (size, size) input for one upright crop: straightened if the gate says so, then :func:`~.data.to_square`."""
         return to_square(straighten_if_bent(upright, self.straighten)[0], self.size)
 
-    def is_small(self, upright: np.ndarray) -> bool:
-        """Whether the small-crop expert also classifies this upright crop (long side ≤ ``small_max_side``; ``False`` without one)."""
-        return self.small_expert is not None and max(np.shape(upright)[:2]) <= self.small_max_side
+    def small_input(self, upright: np.ndarray) -> Optional[np.ndarray]:
+        """The small-crop expert's uint8 (canvas, canvas) input for one upright crop, or ``None`` if it is not small.
 
-    def canvas(self, upright: np.ndarray) -> np.ndarray:
-        """The small-crop expert's uint8 (canvas, canvas) input for one upright crop (straightened as :meth:`square`; :func:`~.data.to_canvas`).
-
-        Raises
-        ------
-        BioidInputError
-            The model has no small-crop expert.
+        Straightened as :meth:`square`, cut to the chromosome plus
+        ``small_margin`` px (:func:`~.data.trim_to_chromosome`); small when the
+        chromosome's bounding box is at most ``small_max_side`` px long, then
+        :func:`~.data.to_canvas`. ``None`` as well without an expert.
         """
         if self.small_expert is None:
-            raise BioidInputError("this polarity model has no small-crop expert")
-        return to_canvas(straighten_if_bent(upright, self.straighten)[0], self.small_expert.size, self.small_magnification)
+            return None
+        trimmed, length = trim_to_chromosome(straighten_if_bent(upright, self.straighten)[0], self.small_margin)
+        if length > self.small_max_side:
+            return None
+        return to_canvas(trimmed, self.small_expert.size, self.small_magnification)
 
     @torch.no_grad()
     def log_odds_chain(self, squares: np.ndarray, canvases: Optional[np.ndarray] = None, rows: Optional[np.ndarray] = None,
@@ -236,7 +241,7 @@ class PolarityModel:
         small crops, which are ``squares[rows]`` (``rows``: int (M,)). Returns
         float64 (N,): :meth:`log_odds_squares`, with ``rows`` replaced by
         ``(1 − small_weight) · main + small_weight · expert`` (the expert's
-        four symmetric views averaged). Without an expert or small crops,
+        four symmetric views averaged); :meth:`small_input` makes the canvases. Without an expert or small crops,
         :meth:`log_odds_squares`.
 
         Raises
@@ -364,8 +369,9 @@ class PolarityModel:
         if len(uprights) == 0:
             return np.zeros(0)
         squares = np.stack([self.square(u) for u in uprights])
-        rows = np.array([i for i, u in enumerate(uprights) if self.is_small(u)], dtype=np.int64)
-        canvases = np.stack([self.canvas(uprights[i]) for i in rows]) if len(rows) else None
+        small = [self.small_input(u) for u in uprights]
+        rows = np.array([i for i, c in enumerate(small) if c is not None], dtype=np.int64)
+        canvases = np.stack([small[i] for i in rows]) if len(rows) else None
         d = self.log_odds_chain(squares, canvases, rows, batch_size, progress, cancel, device)
         return 1.0 / (1.0 + np.exp(-d / self.temperature))
 
@@ -400,6 +406,7 @@ def load_polarity_model(path: Optional[PathLike] = None) -> PolarityModel:
         model.small_expert = PolarityModel(int(small["depth"]), int(small["width"]), int(small["canvas"]),
                                            float(small["mean"]), float(small["std"]), members=int(small["members"]))
         model.small_max_side, model.small_weight = int(small["max_side"]), float(small["weight"])
+        model.small_margin = int(small.get("margin", SMALL_MARGIN))
         model.small_magnification = float(small["magnification"])
     try:
         model.net.load_state_dict({k: v for k, v in state.items() if not k.startswith(SMALL_PREFIX)})

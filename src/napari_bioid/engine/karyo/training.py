@@ -32,10 +32,10 @@ import torch.nn.functional as F
 from ..errors import BioidInputError
 from ..progress import ProgressCallback, check_cancel, report
 from ..train.optim import pick_device, seed_everything, training_layout
-from .data import Crop, read_crop, to_canvas, to_square
+from .data import Crop, read_crop, to_canvas, to_square, trim_to_chromosome
 from .karyogram import ORDER
-from .polarity import (DOWN, REVIEW_THRESHOLD, SMALL_CANVAS, SMALL_MAGNIFICATION, SMALL_MAX_SIDE, SMALL_WEIGHT, UP,
-                       PolarityModel, check_views_below)
+from .polarity import (DOWN, REVIEW_THRESHOLD, SMALL_CANVAS, SMALL_MAGNIFICATION, SMALL_MARGIN, SMALL_MAX_SIDE,
+                       SMALL_WEIGHT, UP, PolarityModel, check_views_below)
 from .shift import RANDOM_LAB, RANDOM_SHIFT, random_shift, shift_crop
 from .straighten import GATE_KEYS, check_gate, gate_measures, passes, straighten_if_bent
 from .rotate import background_fill, normalise_crop, rotate_image, upright_angle
@@ -51,8 +51,8 @@ class ChainSet:
     ``straighten``: the gate of :func:`.straighten.straighten_if_bent` the
     upright crops went through before they were squared; ``small``,
     ``small_rows``, ``small_spec``: the small-crop expert's inputs
-    (:func:`~.data.to_canvas`, canonical) of the rows whose upright long side
-    is at most ``small_spec[0]`` px (``None``: not made).
+    (:meth:`.polarity.PolarityModel.small_input`, canonical) of the rows whose
+    chromosome is at most ``small_spec[0]`` px long (``None``: not made).
     """
 
     squares: np.ndarray
@@ -62,8 +62,8 @@ class ChainSet:
     variants: int
     straighten: Optional[dict] = None  # the straightening gate the squares went through (None: none)
     small: Optional[np.ndarray] = None  # uint8 (M, C, C): to_canvas of the small rows, p-arm up (canonical)
-    small_rows: Optional[np.ndarray] = None  # int (M,): the rows whose upright long side is ≤ small_spec's max side
-    small_spec: Optional[tuple] = None  # (max side px, magnification, canvas px) the canvases were made with
+    small_rows: Optional[np.ndarray] = None  # int (M,): the rows whose chromosome is at most small_spec's max side long
+    small_spec: Optional[tuple] = None  # (max side px, magnification, canvas px, margin px) the canvases were made with
 
     def __len__(self) -> int:
         return len(self.squares)
@@ -81,8 +81,9 @@ def _chain_upright(image: np.ndarray, theta: float):
     return rotate_image(rotated, a), bool(np.cos(np.deg2rad(theta + a)) > 0), a
 
 
-#: the small-crop expert's input as :class:`ChainSet` stores it: (max long side px, magnification, canvas px)
-SMALL_SPEC = (SMALL_MAX_SIDE, SMALL_MAGNIFICATION, SMALL_CANVAS)
+#: the small-crop expert's input as :class:`ChainSet` stores it: (max chromosome length px, magnification, canvas px,
+#: margin px), see :meth:`.polarity.PolarityModel.small_input`
+SMALL_SPEC = (SMALL_MAX_SIDE, SMALL_MAGNIFICATION, SMALL_CANVAS, SMALL_MARGIN)
 
 
 def _chain_canonical(image: np.ndarray, theta: float, straighten: Optional[dict]):
@@ -131,9 +132,11 @@ def variant_table(mode: str, v: int) -> Optional[dict]:
 
 
 def _canvas_if_small(canonical: np.ndarray, small: Optional[tuple]) -> Optional[np.ndarray]:
-    if small is None or max(canonical.shape[:2]) > small[0]:
+    """:meth:`.polarity.PolarityModel.small_input` of an upright crop (already straightened) for the spec ``small``."""
+    if small is None:
         return None
-    return to_canvas(canonical, small[2], small[1])
+    trimmed, length = trim_to_chromosome(canonical, small[3])
+    return None if length > small[0] else to_canvas(trimmed, small[2], small[1])
 
 
 def _chunk(args):
@@ -167,9 +170,9 @@ def build_chain_set(crops: Sequence[Crop], size: int = 224, variants: int = 1, s
     whole other lab at once (:data:`.shift.RANDOM_LAB`), see :func:`variant_table`.
     ``straighten``: gate of :func:`.straighten.straighten_if_bent` applied to
     every upright crop before it is squared (as the model that carries the
-    gate does at inference). ``small``: ``(max side, magnification, canvas)``:
-    the upright crops at most that long also get the small-crop expert's
-    canvas (:data:`SMALL_SPEC` by default; ``None``: none).
+    gate does at inference). ``small``: ``(max side, magnification, canvas,
+    margin)``: the crops whose chromosome is at most that long also get the
+    small-crop expert's canvas (:data:`SMALL_SPEC` by default; ``None``: none).
 
     Memory: N · variants · size² bytes (22,500 crops at 224² ≈ 1.1 GB per variant).
     ``workers`` > 1 uses that many processes.
@@ -188,7 +191,7 @@ def build_chain_set(crops: Sequence[Crop], size: int = 224, variants: int = 1, s
     squares = np.empty((len(crops) * variants, size, size), np.uint8)
     up = np.empty(len(crops) * variants, bool)
     step = 256
-    small = None if small is None else (int(small[0]), float(small[1]), int(small[2]))
+    small = None if small is None else (int(small[0]), float(small[1]), int(small[2]), int(small[3]))
     jobs = [([c.path for c in crops[i : i + step]], thetas[i : i + step], size, shift, mode, seed * 100_003 + i, straighten, small)
             for i in range(0, len(crops), step)]
     canvases, small_rows = [], []
@@ -344,9 +347,9 @@ def chain_small_inputs(model: PolarityModel, data: ChainSet) -> Tuple[Optional[n
     """
     if model.small_expert is None:
         return None, None
-    spec = (model.small_max_side, model.small_magnification, model.small_expert.size)
+    spec = (model.small_max_side, model.small_magnification, model.small_expert.size, model.small_margin)
     if data.small is None or tuple(data.small_spec) != spec:
-        raise BioidInputError(f"the model's small-crop expert takes canvases {spec} (max side, magnification, canvas) but "
+        raise BioidInputError(f"the model's small-crop expert takes canvases {spec} (max side, magnification, canvas, margin) but "
                               f"these chain outputs have {data.small_spec}: build them with small={spec}")
     x = data.small.copy()
     down = ~data.up[data.small_rows]
@@ -521,7 +524,7 @@ def _cached_chain_set(name: str, cache_dir, crops, size: int, variants: int, see
         tag = {"none": "", "shift": "_aug", "lab": "_lab"}[mode]
         if straighten is not None:
             tag += "_st" + hashlib.sha1(repr(sorted(straighten.items())).encode()).hexdigest()[:6]
-        tag += "_x{}m{:g}c{}".format(*SMALL_SPEC)
+        tag += "_x{}m{:g}c{}p{}".format(*SMALL_SPEC)
         path = Path(cache_dir) / f"{name}_{size}px_{variants}v{tag}_seed{seed}_{key}.npz"
         if path.is_file():
             z = np.load(path)
@@ -853,7 +856,9 @@ def build_small_set(crops: Sequence[Crop], variants: int = 8, seed: int = 0, wor
     another lab), run through the chain (upright search, rotation, the
     ``straighten`` gate) and put on the expert's canvas
     (:func:`~.data.to_canvas` with ``small`` = (max side, magnification,
-    canvas)). Returns a :class:`ChainSet` whose ``squares`` are those
+    canvas, margin); the crop as the chain leaves it, untrimmed: at these sizes
+    the rotations leave 2–4 px of white on each side, which is why inference
+    keeps a 3-px margin). Returns a :class:`ChainSet` whose ``squares`` are those
     canvases (uint8 (N · variants, canvas, canvas), canonical), ready for
     :func:`train_polarity`. Memory: N · variants · canvas² bytes
     (14,206 crops × 8 at 72² ≈ 0.6 GB).
@@ -866,7 +871,7 @@ def build_small_set(crops: Sequence[Crop], variants: int = 8, seed: int = 0, wor
     crops = list(crops)
     if not crops:
         raise BioidInputError("no crops to build the small-crop expert's examples from")
-    small = (int(small[0]), float(small[1]), int(small[2]))
+    small = (int(small[0]), float(small[1]), int(small[2]), int(small[3]))
     thetas = np.random.default_rng(seed).uniform(0.0, 360.0, size=(len(crops), variants))
     out = np.empty((len(crops) * variants, small[2], small[2]), np.uint8)
     up = np.empty(len(out), bool)
@@ -914,6 +919,7 @@ def add_small_expert(model: PolarityModel, expert: PolarityModel, val: ChainSet,
     out.metrics = copy.deepcopy(model.metrics)
     out.small_expert, out.small_weight = expert, float(weight)
     out.small_max_side, out.small_magnification = int(val.small_spec[0]), float(val.small_spec[1])
+    out.small_margin = int(val.small_spec[3])
     out.__post_init__()  # checks the weight
     before = chain_log_odds(model, val, cancel=cancel, device=device)
     after = chain_log_odds(out, val, cancel=cancel, device=device)
@@ -923,7 +929,8 @@ def add_small_expert(model: PolarityModel, expert: PolarityModel, val: ChainSet,
     sign = np.where(val.up, 1.0, -1.0)
     rows = val.small_rows
     out.metrics["small_expert"] = {
-        "max_side_px": out.small_max_side, "magnification": out.small_magnification, "canvas_px": expert.size,
+        "max_side_px": out.small_max_side, "margin_px": out.small_margin, "magnification": out.small_magnification,
+        "canvas_px": expert.size,
         "weight": out.small_weight, "depth": expert.depth, "width": expert.width, "members": expert.members,
         "training": expert.metrics.get("small_training"),
         "validation": {"crops": len(val), "small_crops": int(len(rows)),
