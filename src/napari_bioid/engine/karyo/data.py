@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -155,6 +155,17 @@ def trim_to_chromosome(upright: np.ndarray, margin: int = 3) -> Tuple[np.ndarray
     y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
     length = int(max(y1 - y0, x1 - x0) + 1)
     return grey[max(0, y0 - margin) : y1 + margin + 1, max(0, x0 - margin) : x1 + margin + 1], length
+
+
+def small_canvas(upright: np.ndarray, max_side: int, margin: int, canvas: int, magnification: float) -> Optional[np.ndarray]:
+    """The small-crop expert's uint8 (canvas, canvas) input, or ``None`` when the chromosome is longer than ``max_side`` px.
+
+    :func:`trim_to_chromosome` (``margin`` px), then :func:`to_canvas` at
+    ``magnification``; the routing and input of
+    :meth:`.polarity.PolarityModel.small_input` (after straightening).
+    """
+    trimmed, length = trim_to_chromosome(upright, margin)
+    return None if length > max_side else to_canvas(trimmed, canvas, magnification)
 
 
 def normalise(square: np.ndarray, mean: float = MEAN, std: float = STD) -> np.ndarray:

@@ -60,7 +60,7 @@ from ..io.atomic import PathLike
 from ..nn.resnet import resnet
 from ..progress import ProgressCallback, check_cancel, report
 from ..train.checkpoint import load_checkpoint, save_checkpoint
-from .data import MEAN, STD, to_canvas, to_square, trim_to_chromosome
+from .data import MEAN, STD, small_canvas, to_square
 from .straighten import straighten_if_bent
 
 MODEL_KIND = "napari-bioid/karyo-polarity"
@@ -225,10 +225,10 @@ class PolarityModel:
         """
         if self.small_expert is None:
             return None
-        trimmed, length = trim_to_chromosome(straighten_if_bent(upright, self.straighten)[0], self.small_margin)
-        if length > self.small_max_side:
-            return None
-        return to_canvas(trimmed, self.small_expert.size, self.small_magnification)
+        return self._small_from_straightened(straighten_if_bent(upright, self.straighten)[0])
+
+    def _small_from_straightened(self, upright: np.ndarray) -> Optional[np.ndarray]:
+        return small_canvas(upright, self.small_max_side, self.small_margin, self.small_expert.size, self.small_magnification)
 
     @torch.no_grad()
     def log_odds_chain(self, squares: np.ndarray, canvases: Optional[np.ndarray] = None, rows: Optional[np.ndarray] = None,
@@ -368,8 +368,9 @@ class PolarityModel:
         """
         if len(uprights) == 0:
             return np.zeros(0)
-        squares = np.stack([self.square(u) for u in uprights])
-        small = [self.small_input(u) for u in uprights]
+        straight = [straighten_if_bent(u, self.straighten)[0] for u in uprights]
+        squares = np.stack([to_square(u, self.size) for u in straight])
+        small = [self._small_from_straightened(u) if self.small_expert is not None else None for u in straight]
         rows = np.array([i for i, c in enumerate(small) if c is not None], dtype=np.int64)
         canvases = np.stack([small[i] for i in rows]) if len(rows) else None
         d = self.log_odds_chain(squares, canvases, rows, batch_size, progress, cancel, device)

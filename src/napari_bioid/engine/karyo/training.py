@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ..errors import BioidInputError
 from ..progress import ProgressCallback, check_cancel, report
 from ..train.optim import pick_device, seed_everything, training_layout
-from .data import Crop, read_crop, to_canvas, to_square, trim_to_chromosome
+from .data import Crop, read_crop, small_canvas, to_canvas, to_square
 from .karyogram import ORDER
 from .polarity import (DOWN, REVIEW_THRESHOLD, SMALL_CANVAS, SMALL_MAGNIFICATION, SMALL_MARGIN, SMALL_MAX_SIDE,
                        SMALL_WEIGHT, UP, PolarityModel, check_views_below)
@@ -133,10 +133,7 @@ def variant_table(mode: str, v: int) -> Optional[dict]:
 
 def _canvas_if_small(canonical: np.ndarray, small: Optional[tuple]) -> Optional[np.ndarray]:
     """:meth:`.polarity.PolarityModel.small_input` of an upright crop (already straightened) for the spec ``small``."""
-    if small is None:
-        return None
-    trimmed, length = trim_to_chromosome(canonical, small[3])
-    return None if length > small[0] else to_canvas(trimmed, small[2], small[1])
+    return None if small is None else small_canvas(canonical, small[0], small[3], small[2], small[1])
 
 
 def _chunk(args):
