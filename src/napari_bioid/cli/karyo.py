@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import closing
 from pathlib import Path
 
 from ..engine.errors import BioidInputError
@@ -158,14 +159,11 @@ def _karyo_small_expert(args) -> int:
     if args.epochs < 1 or args.variants < 1:
         raise BioidInputError("--epochs and --variants must be at least 1")
     model = load_polarity_model(None if args.model == "default" else Path(args.model))
-    bar = TqdmProgress("small-expert")
-    try:
+    with closing(TqdmProgress("small-expert")) as bar:
         out = small_expert_from_folder(args.data, model, seeds=seeds, epochs=args.epochs, variants=args.variants,
                                        width=args.width, weight=args.weight, test_fraction=args.test_fraction,
                                        workers=args.workers, cache_dir=args.cache, device=args.device, progress=bar,
                                        log=lambda m: print(m, file=sys.stderr))
-    finally:
-        bar.close()
     _save_and_report(out, args.out, metrics_path, args.overwrite)
     print(json.dumps({"small_expert_validation": out.metrics["small_expert"]["validation"]}))
     return 0
@@ -210,15 +208,12 @@ def _karyo_ensemble(args) -> int:
     metrics_path = _prepare_model_outputs(args)
     straighten = _gate_option(args.straighten)
     members = [load_polarity_model(None if m == "default" else Path(m)) for m in args.models]
-    bar = TqdmProgress("ensemble")
-    try:
+    with closing(TqdmProgress("ensemble")) as bar:
         model = ensemble_from_folder(args.data, members, straighten=straighten,
                                      mirror={"off": False, "on": True, "choose": None}[args.mirror],
                                      test_fraction=args.test_fraction, seed=args.seed, workers=args.workers,
                                      views_below=args.views_below, cache_dir=args.cache, device=args.device, progress=bar,
                                      log=lambda m: print(m, file=sys.stderr))
-    finally:
-        bar.close()
     _save_and_report(model, args.out, metrics_path, args.overwrite)
     return 0
 
