@@ -13,8 +13,8 @@ import pytest
 
 from napari_bioid.cli import main
 
-SMALL = ["--epochs", "10", "--block-size", "40", "--pad-size", "6", "--channels", "8,16,32", "--lr", "2e-3",
-         "--diameter", "11", "--label-radius", "4", "--val-every", "2", "--batch-size", "8", "--merge-classes"]
+SMALL = ["--epochs", "6", "--block-size", "40", "--pad-size", "6", "--channels", "8,16,32", "--lr", "2e-3",
+         "--diameter", "11", "--label-radius", "4", "--val-every", "3", "--batch-size", "8", "--merge-classes"]
 
 
 @pytest.fixture(scope="module")
