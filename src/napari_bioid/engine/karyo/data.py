@@ -87,23 +87,42 @@ def read_crop(path) -> np.ndarray:
     return read_image(path)
 
 
+def _centred_resize(grey: np.ndarray, half_extent: float, size: int) -> np.ndarray:
+    """The ``2·half_extent``-px square centred on the grey crop's centre, white outside it, resized to ``size``² (uint8).
+
+    Pillow's bilinear resampling (area-filtered when shrinking) over a box
+    centred exactly on the crop: the crop is padded with white by the same
+    amount on opposite sides and the box may start at a half pixel. So the
+    result of a crop turned 180° (or mirrored) is exactly the result turned
+    (or mirrored): no half-pixel offset tells an upright crop from its turned
+    version (issue 15: with integer padding, a crop whose width and square
+    differed by an odd number of pixels sat half a pixel left of centre, and
+    the 180° flips of training made that offset a label).
+    """
+    from PIL import Image
+
+    h, w = grey.shape
+    py = max(0, int(np.ceil(half_extent - h / 2.0)))
+    px = max(0, int(np.ceil(half_extent - w / 2.0)))
+    padded = np.pad(grey, ((py, py), (px, px)), constant_values=255) if py or px else grey
+    cy, cx = padded.shape[0] / 2.0, padded.shape[1] / 2.0
+    box = (cx - half_extent, cy - half_extent, cx + half_extent, cy + half_extent)
+    if box == (0.0, 0.0, float(size), float(size)) and padded.shape == (size, size):
+        return np.ascontiguousarray(padded)
+    return np.asarray(Image.fromarray(padded).resize((size, size), Image.BILINEAR, box=box, reducing_gap=None))
+
+
 def to_square(upright: np.ndarray, size: int = 224) -> np.ndarray:
     """Pad a grey crop to a white square (centred) and resize it to ``size``² (uint8, bilinear).
 
     The reference feeds the classifier 224 × 224 squares; padding keeps the
-    chromosome's aspect ratio. Pillow's resampling (area-filtered when
-    shrinking) is used for speed.
+    chromosome's aspect ratio. The square's side is the crop's long side and
+    its centre the crop's centre, to the half pixel, so turning the crop 180°
+    turns the square 180° exactly (:func:`_centred_resize`). Pillow's
+    resampling (area-filtered when shrinking) is used for speed.
     """
-    from PIL import Image
-
     grey = to_grey(upright)
-    h, w = grey.shape
-    n = max(h, w)
-    square = np.full((n, n), 255, np.uint8)
-    square[(n - h) // 2 : (n - h) // 2 + h, (n - w) // 2 : (n - w) // 2 + w] = grey
-    if n == size:
-        return square
-    return np.asarray(Image.fromarray(square).resize((size, size), Image.BILINEAR, reducing_gap=None))
+    return _centred_resize(grey, max(grey.shape) / 2.0, size)
 
 
 def to_canvas(upright: np.ndarray, canvas: int = 72, magnification: float = 3.0) -> np.ndarray:
@@ -114,27 +133,20 @@ def to_canvas(upright: np.ndarray, canvas: int = 72, magnification: float = 3.0)
     its size in the image (a 10-px chromosome stays three times smaller than a
     30-px one at ``magnification`` 3). Enlarged bilinearly by
     ``magnification`` (less where that would not fit: then the long side
-    fills the canvas). ``upright``: grey or RGB uint8 (H, W[, 3]).
+    fills the canvas), centred to the half pixel so that a crop turned 180°
+    gives the canvas turned 180° (:func:`_centred_resize`). ``upright``: grey
+    or RGB uint8 (H, W[, 3]).
 
     Raises
     ------
     BioidInputError
         ``canvas`` < 1 or ``magnification`` ≤ 0.
     """
-    from PIL import Image
-
     if canvas < 1 or not magnification > 0:
         raise BioidInputError(f"canvas must be ≥ 1 px and magnification > 0, got {canvas} and {magnification}")
     grey = to_grey(upright)
-    h, w = grey.shape
-    m = min(float(magnification), canvas / max(h, w))
-    hh, ww = max(1, min(canvas, int(round(h * m)))), max(1, min(canvas, int(round(w * m))))
-    if (hh, ww) != (h, w):
-        grey = np.asarray(Image.fromarray(grey).resize((ww, hh), Image.BILINEAR, reducing_gap=None))
-    out = np.full((canvas, canvas), 255, np.uint8)
-    y0, x0 = (canvas - hh) // 2, (canvas - ww) // 2
-    out[y0 : y0 + hh, x0 : x0 + ww] = grey
-    return out
+    m = min(float(magnification), canvas / max(grey.shape))
+    return _centred_resize(grey, canvas / (2.0 * m), canvas)
 
 
 def trim_to_chromosome(upright: np.ndarray, margin: int = 3) -> Tuple[np.ndarray, int]:
@@ -142,7 +154,9 @@ def trim_to_chromosome(upright: np.ndarray, margin: int = 3) -> Tuple[np.ndarray
 
     The chromosome is :func:`.rotate.foreground_mask` (Otsu's threshold; for
     a two-level image, every pixel darker than the background); a crop
-    without foreground is returned whole, with its long side. Makes the
+    without foreground is returned whole, with its long side. Where the box
+    plus margin leaves the crop, white is added, so the margin is the same on
+    all sides (a crop turned 180° gives its cut turned 180°). Makes the
     small-crop expert's routing and input independent of how much white
     margin a lab leaves around its crops (issue 15).
     """
@@ -154,7 +168,8 @@ def trim_to_chromosome(upright: np.ndarray, margin: int = 3) -> Tuple[np.ndarray
         return grey, int(max(grey.shape))
     y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
     length = int(max(y1 - y0, x1 - x0) + 1)
-    return grey[max(0, y0 - margin) : y1 + margin + 1, max(0, x0 - margin) : x1 + margin + 1], length
+    padded = np.pad(grey, margin, constant_values=255) if margin > 0 else grey
+    return padded[y0 : y1 + 2 * margin + 1, x0 : x1 + 2 * margin + 1], length
 
 
 def small_canvas(upright: np.ndarray, max_side: int, margin: int, canvas: int, magnification: float) -> Optional[np.ndarray]:

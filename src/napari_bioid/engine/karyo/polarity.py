@@ -357,14 +357,15 @@ class PolarityModel:
         return 1.0 / (1.0 + np.exp(-d / self.temperature))
 
     @torch.no_grad()
-    def p_up(self, uprights: Sequence[np.ndarray], batch_size: int = 64, progress: Optional[ProgressCallback] = None,
-             cancel: Any = None, device: Optional[str] = None) -> np.ndarray:
-        """Probability (float64, shape (N,)) that each upright crop has its short arm up.
+    def log_odds(self, uprights: Sequence[np.ndarray], batch_size: int = 64, progress: Optional[ProgressCallback] = None,
+                 cancel: Any = None, device: Optional[str] = None) -> np.ndarray:
+        """Uncalibrated log-odds (float64, shape (N,)) that each upright crop has its short arm up.
 
         ``uprights``: grey or RGB uint8 crops on white, already made vertical
-        (:func:`~napari_bioid.engine.karyo.rotate.make_upright`). Small ones
-        also go to the small-crop expert, if the model has one
-        (:meth:`log_odds_chain`).
+        (:func:`~napari_bioid.engine.karyo.rotate.make_upright`); straightened
+        if the gate says so, squared, and the small ones also go to the
+        small-crop expert, if the model has one (:meth:`log_odds_chain`).
+        :meth:`p_up` = sigmoid(log-odds / ``temperature``).
         """
         if len(uprights) == 0:
             return np.zeros(0)
@@ -373,8 +374,19 @@ class PolarityModel:
         small = [self._small_from_straightened(u) if self.small_expert is not None else None for u in straight]
         rows = np.array([i for i, c in enumerate(small) if c is not None], dtype=np.int64)
         canvases = np.stack([small[i] for i in rows]) if len(rows) else None
-        d = self.log_odds_chain(squares, canvases, rows, batch_size, progress, cancel, device)
-        return 1.0 / (1.0 + np.exp(-d / self.temperature))
+        return self.log_odds_chain(squares, canvases, rows, batch_size, progress, cancel, device)
+
+    def p_up(self, uprights: Sequence[np.ndarray], batch_size: int = 64, progress: Optional[ProgressCallback] = None,
+             cancel: Any = None, device: Optional[str] = None) -> np.ndarray:
+        """Probability (float64, shape (N,)) that each upright crop has its short arm up, calibrated by ``temperature``.
+
+        See :meth:`log_odds` for ``uprights``.
+        """
+        return self.calibrated(self.log_odds(uprights, batch_size, progress, cancel, device))
+
+    def calibrated(self, log_odds: np.ndarray) -> np.ndarray:
+        """p_up (float64) from uncalibrated log-odds: sigmoid(log-odds / ``temperature``)."""
+        return 1.0 / (1.0 + np.exp(-np.asarray(log_odds, dtype=np.float64) / self.temperature))
 
 
 def save_polarity_model(model: PolarityModel, path: PathLike, overwrite: bool = False) -> Path:

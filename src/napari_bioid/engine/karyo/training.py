@@ -395,10 +395,17 @@ def evaluate_polarity(model: PolarityModel, data: ChainSet, batch_size: int = 12
         p = _sigmoid(chain_log_odds(model, data, batch_size, progress, cancel, device) / model.temperature)
     else:
         p = np.asarray(p_up)
-    pred, truth = p >= 0.5, data.up
+    return polarity_metrics(p, data.up, data.chromosome, review_threshold)
+
+
+def polarity_metrics(p_up: np.ndarray, truth_up: np.ndarray, chromosome: np.ndarray,
+                     review_threshold: float = REVIEW_THRESHOLD) -> Dict[str, Any]:
+    """The figures of :func:`evaluate_polarity` from calibrated ``p_up`` (float (N,)), whether each crop was really
+    p-arm up (bool (N,)) and its chromosome class (str (N,))."""
+    p, truth, chrom = np.asarray(p_up, dtype=np.float64), np.asarray(truth_up, dtype=bool), np.asarray(chromosome)
+    pred = p >= 0.5
     tp, fp = int(np.sum(pred & truth)), int(np.sum(pred & ~truth))
     tn, fn = int(np.sum(~pred & ~truth)), int(np.sum(~pred & truth))
-    chrom = data.chromosome
     per = {}
     for name in sorted(set(chrom), key=lambda c: (ORDER.index(c) if c in ORDER else len(ORDER), c)):
         m = chrom == name
@@ -411,6 +418,58 @@ def evaluate_polarity(model: PolarityModel, data: ChainSet, batch_size: int = 12
             "per_chromosome": per, "weakest": weakest, "ece": expected_calibration_error(conf, correct),
             "errors_below_review": float(np.mean(low[~correct])) if (~correct).any() else float("nan"), "flagged": float(np.mean(low)),
             "review_threshold": review_threshold}
+
+
+def lab_inputs(crops: Sequence[Crop], seed: int = 1, shift: Optional[tuple] = None) -> Tuple[List[np.ndarray], np.ndarray]:
+    """``(images, thetas)``: the crops as a user hands them to the chain, for :func:`evaluate_orient`.
+
+    Each crop (p-arm up as stored) is changed by ``shift`` (``(kind, level)``
+    of :func:`.shift.shift_crop`; ``None``: as read), then turned by a random
+    angle θ (degrees, counter-clockwise, float64 (N,)) on its own background.
+    One ``seed`` gives the same images every time.
+    """
+    rng = np.random.default_rng(seed)
+    images, thetas = [], rng.uniform(0.0, 360.0, len(crops))
+    for c, theta in zip(crops, thetas):
+        image = read_crop(c.path)
+        if shift is not None:
+            image = shift_crop(image, shift[0], shift[1], rng)
+        images.append(rotate_image(image, theta, fill=background_fill(image)))
+    return images, thetas
+
+
+def evaluate_orient(model: PolarityModel, crops: Sequence[Crop], seed: int = 1, shift: Optional[tuple] = None,
+                    batch_size: int = 64, progress: Optional[ProgressCallback] = None, cancel: Any = None,
+                    review_threshold: float = REVIEW_THRESHOLD) -> Dict[str, Any]:
+    """Polarity accuracy of the deployed chain, :func:`.orient.orient_images`, on crops at random angles.
+
+    Unlike :func:`evaluate_polarity`, which feeds stored chain outputs, every
+    crop goes through exactly what a user's crop goes through (normalisation,
+    upright search, rotation, straightening, squaring, classifier, small-crop
+    expert); ``crops``, ``seed`` and ``shift`` as :func:`lab_inputs`. A
+    decision is right when the short arm ends up on top: cos(θ + upright
+    angle) > 0 agrees with ``p_up`` ≥ 0.5. Returns the dict of
+    :func:`evaluate_polarity`, plus ``p_up`` and ``correct`` (lists, per crop).
+
+    Raises
+    ------
+    BioidInputError
+        No crops, or an unreadable crop.
+    Cancelled
+        ``cancel`` was set.
+    """
+    from .orient import orient_images
+
+    crops = list(crops)
+    if not crops:
+        raise BioidInputError("no crops to evaluate")
+    images, thetas = lab_inputs(crops, seed, shift)
+    decisions = orient_images(images, model=model, batch_size=batch_size, progress=progress, cancel=cancel)
+    p = np.array([d.p_up for d in decisions])
+    truth = np.cos(np.deg2rad(thetas + np.array([d.upright_angle_deg for d in decisions]))) > 0
+    out = polarity_metrics(p, truth, np.array([c.chromosome for c in crops]), review_threshold)
+    out.update(p_up=p.tolist(), correct=((p >= 0.5) == truth).tolist())
+    return out
 
 
 def train_polarity(train: ChainSet, val: Optional[ChainSet] = None, depth: int = 18, width: int = 16, epochs: int = 30,
