@@ -1,13 +1,16 @@
 """Chromosome polarity under domain shift (issue 15): accuracy per shift level and per class, and calibration.
 
     python benchmarks/bench_karyo_shift.py [--n 1000] [--model M] [--kinds scale,blur,...] [--workers 2]
-                                           [--plot reliability.png]
+                                           [--plot reliability.png] [--chain-set]
 
 The held-out cases of ../shared/data/chromosomes/karyogram_crops (30 % of the cases, seed 0: the shipped
 model never saw them) are sampled (``--n`` crops, the same ones for every level), changed by
 :func:`napari_bioid.engine.karyo.shift.shift_crop` (another lab's size, optics, contrast, noise, JPEG,
-background), turned by a random angle and run through the whole chain (upright search, rotation,
-classifier). One JSON line per level: accuracy, the three weakest classes, ECE and the share of the
+background), turned by a random angle on its own background and handed to the deployed chain,
+``orient_images`` (normalisation, upright search, rotation, straightening, classifier, small-crop expert):
+a decision is right when the short arm ends up on top (training.evaluate_orient). ``--chain-set`` measures
+stored chain outputs instead (training.build_chain_set, as the training's own figures are made); since the
+classifier's inputs are centred to the half pixel (data.to_square) the two agree. One JSON line per level: accuracy, the three weakest classes, ECE and the share of the
 errors below the review threshold 0.9; then the per-class table of the strongest scale level, and the
 pooled figures over every shifted level. ``--plot`` draws reliability diagrams (accuracy against confidence
 in 10 bins, with the crops per bin) for the in-domain crops and for all shifted crops pooled.
@@ -22,7 +25,7 @@ import numpy as np
 
 from napari_bioid.engine.karyo import list_crops, load_polarity_model, split_by_case
 from napari_bioid.engine.karyo.shift import shift_levels
-from napari_bioid.engine.karyo.training import build_chain_set, chain_log_odds, evaluate_polarity
+from napari_bioid.engine.karyo.training import build_chain_set, chain_log_odds, evaluate_orient, evaluate_polarity
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,6 +37,7 @@ def main():
     ap.add_argument("--kinds", default=None)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--plot", type=Path, default=None, help="save reliability diagrams (PNG)")
+    ap.add_argument("--chain-set", action="store_true", help="measure stored chain outputs, not the deployed orient_images")
     a = ap.parse_args()
     import os
 
@@ -47,11 +51,16 @@ def main():
     pooled = {"in-domain": ([], []), "all shifted levels": ([], [])}
     for kind, level in levels:
         t0 = time.perf_counter()
-        data = build_chain_set(crops, model.size, seed=1, workers=a.workers, shift=None if kind == "none" else (kind, level),
-                               straighten=model.straighten)
-        p = 1.0 / (1.0 + np.exp(-chain_log_odds(model, data) / model.temperature))  # with the small-crop expert, if any
-        ev = evaluate_polarity(model, data, p_up=p)
-        conf, correct = np.maximum(p, 1 - p), (p >= 0.5) == data.up
+        shift = None if kind == "none" else (kind, level)
+        if a.chain_set:
+            data = build_chain_set(crops, model.size, seed=1, workers=a.workers, shift=shift, straighten=model.straighten)
+            p = model.calibrated(chain_log_odds(model, data))  # with the small-crop expert, if any
+            ev = evaluate_polarity(model, data, p_up=p)
+            correct = (p >= 0.5) == data.up
+        else:
+            ev = evaluate_orient(model, crops, seed=1, shift=shift)
+            p, correct = np.array(ev["p_up"]), np.array(ev["correct"])
+        conf = np.maximum(p, 1 - p)
         key = "in-domain" if kind == "none" else "all shifted levels"
         pooled[key][0].append(conf)
         pooled[key][1].append(correct)

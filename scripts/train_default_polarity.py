@@ -107,7 +107,7 @@ def _provenance(out: Path, minutes: float, selection: dict) -> None:
 
 def run(argv) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stage", choices=("all", "member", "select", "small", "attach"), default="all")
+    ap.add_argument("--stage", choices=("all", "member", "select", "small", "attach", "centre"), default="all")
     ap.add_argument("--seed", type=int, choices=sorted(RECIPES), default=None, help="--stage member: which member")
     ap.add_argument("--members", type=Path, nargs="+", default=None, help="--stage select: the member files")
     ap.add_argument("--out", type=Path, default=SHIPPED)
@@ -121,6 +121,8 @@ def run(argv) -> int:
         return small_stage(args.out, args.out, t0)
     if args.stage == "attach":
         return attach_stage(args.out)
+    if args.stage == "centre":
+        return centre_stage(args.out, t0)
     members = args.members
     if args.stage in ("all", "member"):
         seeds = [args.seed] if args.stage == "member" else sorted(RECIPES)
@@ -167,6 +169,80 @@ def attach_stage(path: Path) -> int:
         tmp.write_text(json.dumps(out.metrics, indent=1))
     print(json.dumps({"test_accuracy": out.metrics["test"]["accuracy"], "small_expert_validation": out.metrics["small_expert"]["validation"]}))
     return 0
+
+
+#: stage centre: the fine-tuning (epochs, peak learning rate, angles per training crop)
+CENTRE = (3, 0.002, 4)
+
+
+def centre_stage(path: Path, t0: float) -> int:
+    """Fine-tune the model's ensemble on inputs centred to the half pixel (data.to_square since issue 15's fix).
+
+    The members learnt on squares whose crop sat half a pixel left of centre when its width and long side differed by
+    an odd number of pixels, and "down" examples were those squares turned 180°, so the offset was a label for small
+    crops. The four networks are fine-tuned together (averaged logits) for ``CENTRE`` epochs on new chain outputs of
+    the training cases (another lab's imaging on every fourth, the training gate), the epoch chosen on the validation
+    cases; the temperature is fitted again and the model's small-crop expert attached again (add_small_expert,
+    which measures the test cases).
+    """
+    import copy
+
+    from napari_bioid.engine.karyo import load_polarity_model, save_polarity_model
+    from napari_bioid.engine.karyo.training import (_VAL_VARIANTS, _cached_chain_set, _split, add_small_expert,
+                                                     fit_temperature, train_polarity)
+
+    model = load_polarity_model(path)
+    expert, record = model.small_expert, model.metrics.pop("small_expert", None)
+    model.small_expert = None
+    epochs, lr, variants = CENTRE
+    train, val, test = _split(DATA, 0.3, 0.1, 0)
+    gate = model.metrics.get("straighten", {}).get("trained_with") or {"min_bend": 0.09, "min_elongation": 3.0, "min_length_ratio": 1.0}
+    tr = _cached_chain_set("train", CACHE, train, model.size, variants, 90, 2, None, None, "lab", gate)
+    va = _cached_chain_set("val", CACHE, val, model.size, _VAL_VARIANTS["lab"], 11, 2, None, None, "lab", gate)
+    tuned = train_polarity(tr, va, epochs=epochs, lr=lr, milestones=(0.67,), seed=0, init=model,
+                           on_epoch=lambda r: print(json.dumps(r), flush=True))
+    out = copy.copy(model)
+    out.net, out.metrics = tuned.net, copy.deepcopy(model.metrics)
+    va_inf = _cached_chain_set("val", CACHE, val, model.size, _VAL_VARIANTS["lab"], 11, 2, None, None, "lab", model.straighten)
+    te = _cached_chain_set("test", CACHE, test, model.size, 1, 12, 2, None, None, straighten=model.straighten)
+    out.temperature = fit_temperature(out, va_inf)
+    out.metrics["centred_fine_tuning"] = {
+        "why": "inputs centred to the half pixel (issue 15): the members had learnt a half-pixel offset as a label",
+        "epochs": epochs, "lr": lr, "angles_per_crop": variants, "training_gate": gate,
+        "history": tuned.metrics["history"], "best_val_accuracy": tuned.metrics["best_val_accuracy"],
+        "temperature_before_expert": out.temperature,
+    }
+    if expert is not None:
+        if record is not None:
+            expert.metrics["small_training"] = record.get("training")
+        out = drop_expert_unless_it_helps(add_small_expert(out, expert, va_inf, te), te)
+    save_polarity_model(out, path, overwrite=True)
+    out.metrics["centred_fine_tuning"]["minutes"] = round((time.perf_counter() - t0) / 60, 1)
+    save_polarity_model(out, path, overwrite=True)
+    from napari_bioid.engine.io.atomic import atomic_write
+
+    with atomic_write(path.with_suffix(".json"), overwrite=True, backup=False) as tmp:
+        tmp.write_text(json.dumps(out.metrics, indent=1))
+    print(json.dumps({"test_accuracy": out.metrics.get("test", {}).get("accuracy"),
+                      "best_val_accuracy": tuned.metrics["best_val_accuracy"], "temperature": out.temperature}))
+    return 0
+
+
+def drop_expert_unless_it_helps(model, test):
+    """The model without its small-crop expert (temperature as before it, test measured again) unless the expert made
+    fewer errors on the validation crops (``metrics["small_expert"]["validation"]``, from add_small_expert)."""
+    from napari_bioid.engine.karyo.training import evaluate_polarity
+
+    record = model.metrics.get("small_expert")
+    if model.small_expert is None or record is None or record["validation"]["errors_with"] < record["validation"]["errors_without"]:
+        return model
+    model.small_expert = None
+    model.temperature = record["validation"]["temperature"]["before"]
+    if isinstance(model.metrics.get("temperature"), dict):
+        model.metrics["temperature"]["value"] = model.temperature
+    model.metrics["small_expert_dropped"] = model.metrics.pop("small_expert")
+    model.metrics["test"] = evaluate_polarity(model, test)
+    return model
 
 
 def small_stage(base: Path, out: Path, t0: float) -> int:

@@ -85,6 +85,9 @@ def _chain_upright(image: np.ndarray, theta: float):
 #: margin px), see :meth:`.polarity.PolarityModel.small_input`
 SMALL_SPEC = (SMALL_MAX_SIDE, SMALL_MAGNIFICATION, SMALL_CANVAS, SMALL_MARGIN)
 
+#: version of the classifier's inputs (data.to_square, to_canvas) in cached chain sets; 2: centred to the half pixel
+INPUT_VERSION = 2
+
 
 def _chain_canonical(image: np.ndarray, theta: float, straighten: Optional[dict]):
     """``(upright crop turned p-arm up, up, upright angle)``: see :func:`chain_example`."""
@@ -580,7 +583,7 @@ def _cached_chain_set(name: str, cache_dir, crops, size: int, variants: int, see
         tag = {"none": "", "shift": "_aug", "lab": "_lab"}[mode]
         if straighten is not None:
             tag += "_st" + hashlib.sha1(repr(sorted(straighten.items())).encode()).hexdigest()[:6]
-        tag += "_x{}m{:g}c{}p{}".format(*SMALL_SPEC)
+        tag += "_x{}m{:g}c{}p{}".format(*SMALL_SPEC) + f"_in{INPUT_VERSION}"
         path = Path(cache_dir) / f"{name}_{size}px_{variants}v{tag}_seed{seed}_{key}.npz"
         if path.is_file():
             z = np.load(path)
