@@ -157,6 +157,8 @@ def test_shipped_model_holds_on_another_labs_small_faint_crops():
     outputs the training measures itself on must agree: before the classifier's inputs were centred to the half pixel
     they did not (scale 0.3: 94.3 % deployed against 98.4 % on chain outputs), and this test would have failed.
     """
+    import copy
+
     from napari_bioid.engine.karyo import list_crops, load_polarity_model, split_by_case
     from napari_bioid.engine.karyo.training import build_chain_set, evaluate_orient, evaluate_polarity
 
@@ -171,10 +173,13 @@ def test_shipped_model_holds_on_another_labs_small_faint_crops():
         print(shift, round(ev["accuracy"], 4), round(ev["ece"], 4))
         assert ev["accuracy"] >= floor, (shift, ev["accuracy"], ev["weakest"])
         assert ev["ece"] <= 0.03, (shift, ev["ece"])
-        if shift[0] == "scale":
+        if shift[0] == "scale":  # one pass (no test-time turns, which stored chain outputs cannot have)
+            one = copy.copy(model)
+            one.turns_below = 0.0
+            deployed = evaluate_orient(one, crops, seed=5, shift=shift)["accuracy"]
             stored = evaluate_polarity(model, build_chain_set(crops, model.size, seed=5, workers=2, shift=shift,
-                                                              straighten=model.straighten))
-            assert abs(stored["accuracy"] - ev["accuracy"]) <= 0.01, (stored["accuracy"], ev["accuracy"])
+                                                              straighten=model.straighten))["accuracy"]
+            assert abs(stored - deployed) <= 0.01, (stored, deployed)
 
 
 def test_classifier_inputs_turn_with_the_crop():
@@ -244,3 +249,38 @@ def test_fine_tuning_on_another_labs_crops_recovers_accuracy_there():
     assert all(torch.equal(before[k], v) for k, v in base.net.state_dict().items())  # the starting model is not changed
     with pytest.raises(BioidInputError, match="takes 48-px squares"):
         train_polarity(build_chain_set(test_crops[:20], size=32, seed=0), epochs=1, init=base)
+
+
+def test_test_time_turns_count_each_pass_with_the_end_it_put_on_top():
+    """A turn of exactly 180° gives the first pass's upright crop turned 180°: it must count with the sign reversed, so
+    the mean is (own − turned) / 2; no turns below the threshold leave the first pass alone."""
+    import copy
+
+    from napari_bioid.engine.karyo import list_crops, load_polarity_model, orient_images, split_by_case
+    from napari_bioid.engine.karyo.rotate import normalise_crop, rotate_image
+    from napari_bioid.engine.karyo.training import lab_inputs
+
+    if not CROPS.is_dir():
+        pytest.skip(f"chromosome crops not found at {CROPS}")
+    model = load_polarity_model()
+    assert model.turn_angles and model.turns_below == 0.9  # the shipped default (README)
+    crops = split_by_case(list_crops(CROPS), 0.3, seed=0)[1][::400][:12]
+    images, _ = lab_inputs(crops, seed=2, shift=("lab", 3.0))
+    plain = copy.copy(model)
+    plain.turn_angles, plain.turns_below = (), 0.0
+    first = orient_images(images, model=plain)
+    uprights = [rotate_image(normalise_crop(im), d.upright_angle_deg) for im, d in zip(images, first)]
+    own = model.log_odds(uprights)
+    turned = model.log_odds([u[::-1, ::-1] for u in uprights])
+    half = copy.copy(model)
+    half.turn_angles, half.turns_below = (180.0,), 1.0
+    both = orient_images(images, model=half)
+    p = np.array([d.p_up for d in both])
+    np.testing.assert_allclose(p, model.calibrated((own - turned) / 2), atol=0.06)  # resampled once more: not bit-exact
+    assert np.abs(p - model.calibrated((own - turned) / 2)).mean() < 0.2 * np.abs(p - model.calibrated((own + turned) / 2)).mean()
+    assert [d.upright_angle_deg for d in both] == [d.upright_angle_deg for d in first]
+    never = copy.copy(model)
+    never.turns_below = 0.0
+    assert [d.p_up for d in orient_images(images, model=never)] == [d.p_up for d in first]
+    with pytest.raises(BioidInputError, match="turns_below"):
+        copy.copy(model).__class__(turns_below=1.5)

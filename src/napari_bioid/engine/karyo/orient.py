@@ -31,7 +31,7 @@ from ..errors import BioidInputError
 from ..io.atomic import PathLike, atomic_write
 from ..progress import ProgressCallback, check_cancel, report
 from .data import read_crop
-from .rotate import normalise_crop, rotate_image, to_grey, upright_angle
+from .rotate import background_fill, normalise_crop, rotate_image, to_grey, upright_angle
 
 if TYPE_CHECKING:  # pragma: no cover
     from .polarity import PolarityModel
@@ -108,8 +108,47 @@ def orient_images(images: Sequence[np.ndarray], names: Optional[Sequence[str]] =
     def step(done, _n, msg):
         report(progress, len(images) + done, total, msg)
 
-    p_up = model.p_up(uprights, batch_size, step, cancel)
+    log_odds = model.log_odds(uprights, batch_size, step, cancel)
+    if model.turn_angles and model.turns_below > 0:
+        log_odds = turned_log_odds(model, images, angles, log_odds, batch_size, cancel)
+    p_up = model.calibrated(log_odds)
     return [Decision(n, float(a), "up" if p >= 0.5 else "down", float(p)) for n, a, p in zip(names, angles, p_up)]
+
+
+def turned_log_odds(model: PolarityModel, images: Sequence[np.ndarray], angles: Sequence[float], log_odds: np.ndarray,
+                    batch_size: int = 64, cancel: Any = None) -> np.ndarray:
+    """Test-time turns: the crops the chain is unsure of go through it again with the input turned.
+
+    ``images``: the crops as given to :func:`orient_images`; ``angles``: their
+    upright angles (degrees); ``log_odds``: float (N,), the model's
+    uncalibrated log-odds for those upright crops. A crop whose calibrated
+    confidence is below ``model.turns_below`` is turned by each of
+    ``model.turn_angles`` t (on its own background), normalised, searched for
+    its upright angle a_t again and classified; that log-odds counts with the
+    sign of cos(t + a_t − a) (the same end on top as the first pass, or the
+    other), and the crop's log-odds become the mean over the first pass and
+    the turns. Each turn resamples the crop once more and the upright search
+    starts afresh, so the passes err on different crops (validation cases,
+    issue 15: another lab at level 3 40 → 34 errors of 1,564, scale 0.3
+    23 → 16, our own 10 → 8, with turns of 37°, 143°, 217°, 323° below 0.9).
+    Returns a new float64 (N,) array.
+    """
+    out = np.array(log_odds, dtype=np.float64)
+    unsure = np.flatnonzero(np.maximum(model.calibrated(out), 1.0 - model.calibrated(out)) < model.turns_below)
+    if not len(unsure):
+        return out
+    uprights, signs = [], []
+    for i in unsure:
+        for t in model.turn_angles:
+            check_cancel(cancel)
+            grey = to_grey(images[i])
+            img = normalise_crop(rotate_image(grey, t, fill=background_fill(grey)))
+            a = upright_angle(img)
+            uprights.append(rotate_image(img, a))
+            signs.append(1.0 if np.cos(np.deg2rad(t + a - angles[i])) > 0 else -1.0)
+    turned = (model.log_odds(uprights, batch_size, cancel=cancel) * np.array(signs)).reshape(len(unsure), len(model.turn_angles))
+    out[unsure] = (out[unsure] + turned.sum(1)) / (1 + len(model.turn_angles))
+    return out
 
 
 def oriented_image(image: np.ndarray, decision: Decision) -> np.ndarray:

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -165,7 +165,10 @@ class PolarityModel:
     log-odds become ``(1 − small_weight) · own + small_weight · expert's``
     (the expert's four symmetric views averaged). Only :meth:`p_up` and
     :meth:`log_odds_chain` use it; the ``*_squares`` methods are the main
-    networks alone.
+    networks alone. ``turn_angles`` / ``turns_below``: crops whose calibrated
+    confidence is below ``turns_below`` go through the whole chain again with
+    the input turned by each of ``turn_angles`` (degrees), and their log-odds
+    are averaged (:func:`.orient.orient_images`; () or 0: never).
     """
 
     depth: int = 18
@@ -185,11 +188,17 @@ class PolarityModel:
     small_margin: int = SMALL_MARGIN  # white margin (px) kept around the chromosome on the expert's canvas
     small_magnification: float = SMALL_MAGNIFICATION  # to_canvas magnification of the expert's input
     small_weight: float = SMALL_WEIGHT  # the expert's weight in the small crops' log-odds
+    turn_angles: Tuple[float, ...] = ()  # the chain's extra input turns (degrees) for unsure crops (orient.orient_images)
+    turns_below: float = 0.0  # confidence under which a crop goes through the chain again at turn_angles (0: never)
 
     def __post_init__(self):
         if self.members < 1:
             raise BioidInputError(f"a polarity model needs at least one network, got members={self.members}")
         self.views_below = check_views_below(self.views_below)
+        self.turns_below = check_views_below(self.turns_below, "turns_below")
+        self.turn_angles = tuple(float(a) for a in self.turn_angles)
+        if not all(np.isfinite(self.turn_angles)):
+            raise BioidInputError(f"turn_angles must be finite angles in degrees, got {self.turn_angles}")
         if not 0.0 <= self.small_weight <= 1.0:
             raise BioidInputError(f"small_weight is a weight between 0 and 1, got {self.small_weight}")
         if self.small_max_side < 1 or self.small_margin < 0 or not self.small_magnification > 0:
@@ -209,6 +218,7 @@ class PolarityModel:
         return {"depth": self.depth, "width": self.width, "size": self.size, "mean": self.mean, "std": self.std,
                 "mirror": self.mirror, "temperature": self.temperature, "straighten": self.straighten,
                 "members": self.members, "views_below": self.views_below, "small_expert": small,
+                "turn_angles": list(self.turn_angles), "turns_below": self.turns_below,
                 "classes": {"0": "down", "1": "up"}}
 
     def square(self, upright: np.ndarray) -> np.ndarray:
@@ -412,7 +422,8 @@ def load_polarity_model(path: Optional[PathLike] = None) -> PolarityModel:
     model = PolarityModel(int(cfg["depth"]), int(cfg["width"]), int(cfg["size"]), float(cfg["mean"]), float(cfg["std"]),
                           bool(cfg.get("mirror", False)), float(cfg.get("temperature", 1.0)), cfg.get("straighten"),
                           metrics=payload.get("metrics", {}), members=int(cfg.get("members", 1)),
-                          views_below=float(cfg.get("views_below", 0.0)))
+                          views_below=float(cfg.get("views_below", 0.0)),
+                          turn_angles=tuple(cfg.get("turn_angles", ())), turns_below=float(cfg.get("turns_below", 0.0)))
     state = payload["state_dict"]
     small = cfg.get("small_expert")
     if small:
