@@ -1,7 +1,8 @@
 """Chromosome polarity under domain shift (issue 15): accuracy per shift level and per class, and calibration.
 
     python benchmarks/bench_karyo_shift.py [--n 1000] [--model M] [--kinds scale,blur,...] [--workers 2]
-                                           [--plot reliability.png] [--chain-set]
+                                           [--plot reliability.png] [--chain-set] [--seed 1]
+                                           [--one-pass] [--no-none]
 
 The held-out cases of ../shared/data/chromosomes/karyogram_crops (30 % of the cases, seed 0: the shipped
 model never saw them) are sampled (``--n`` crops, the same ones for every level), changed by
@@ -38,6 +39,9 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--plot", type=Path, default=None, help="save reliability diagrams (PNG)")
     ap.add_argument("--chain-set", action="store_true", help="measure stored chain outputs, not the deployed orient_images")
+    ap.add_argument("--seed", type=int, default=1, help="draw of the angles and shifts")
+    ap.add_argument("--one-pass", action="store_true", help="switch the model's test-time turns off")
+    ap.add_argument("--no-none", action="store_true", help="skip the in-domain level")
     a = ap.parse_args()
     import os
 
@@ -46,19 +50,21 @@ def main():
     rng = np.random.default_rng(0)
     crops = [test[i] for i in np.sort(rng.choice(len(test), min(a.n, len(test)), replace=False))]
     model = load_polarity_model(a.model)
-    levels = [("none", 0.0)] + shift_levels(a.kinds.split(",") if a.kinds else None)
+    if a.one_pass:
+        model.turns_below = 0.0
+    levels = ([] if a.no_none else [("none", 0.0)]) + shift_levels(a.kinds.split(",") if a.kinds else None)
     per_class = None
     pooled = {"in-domain": ([], []), "all shifted levels": ([], [])}
     for kind, level in levels:
         t0 = time.perf_counter()
         shift = None if kind == "none" else (kind, level)
         if a.chain_set:
-            data = build_chain_set(crops, model.size, seed=1, workers=a.workers, shift=shift, straighten=model.straighten)
+            data = build_chain_set(crops, model.size, seed=a.seed, workers=a.workers, shift=shift, straighten=model.straighten)
             p = model.calibrated(chain_log_odds(model, data))  # with the small-crop expert, if any
             ev = evaluate_polarity(model, data, p_up=p)
             correct = (p >= 0.5) == data.up
         else:
-            ev = evaluate_orient(model, crops, seed=1, shift=shift)
+            ev = evaluate_orient(model, crops, seed=a.seed, shift=shift)
             p, correct = np.array(ev["p_up"]), np.array(ev["correct"])
         conf = np.maximum(p, 1 - p)
         key = "in-domain" if kind == "none" else "all shifted levels"
