@@ -3,7 +3,10 @@
 METHODS.md §2. Input crops may arrive at any angle. For each crop:
 
 1. ``a`` = :func:`~.rotate.upright_angle` (counter-clockwise, [0°, 180°));
-2. the upright crop goes to the polarity classifier → ``p_up``;
+2. the upright crop goes to the polarity classifier → ``p_up``; a crop it is
+   unsure of (confidence below the model's ``turns_below``) goes through
+   steps 1–2 again with the input turned by each of its ``turn_angles``, and
+   the log-odds are averaged (:func:`turned_log_odds`);
 3. polarity "down" (``p_up`` < 0.5) adds 180°.
 
 The output image is the input rotated counter-clockwise by
