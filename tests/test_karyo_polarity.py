@@ -228,6 +228,16 @@ def test_orient_cli_turns_known_crops_upright_p_arm_up(test_cases, tmp_path):
     again = subprocess.run([sys.executable, "-m", "napari_bioid.cli", "karyo", "orient", str(src), "--out", str(out)],
                            capture_output=True, text=True)
     assert again.returncode == 2 and "already exists" in again.stderr
+    # --one-pass skips the test-time turns: the sure crops keep their p_up exactly, the unsure ones may move
+    one = subprocess.run([sys.executable, "-m", "napari_bioid.cli", "karyo", "orient", str(src), "--out", str(tmp_path / "one"),
+                          "--one-pass"], capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr
+    with open(tmp_path / "one" / "decisions.csv", newline="") as fh:
+        single = {r["file"]: float(r["p_up"]) for r in csv.DictReader(fh)}
+    assert set(single) == set(rows)
+    for name, p in single.items():
+        if max(p, 1 - p) >= 0.9:
+            assert float(rows[name]["p_up"]) == pytest.approx(p, abs=1e-4), name
 
 
 def test_whole_image_with_labels_is_cut_and_oriented(test_cases, tmp_path):
