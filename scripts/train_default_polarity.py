@@ -216,7 +216,6 @@ def centre_stage(path: Path, t0: float) -> int:
         if record is not None:
             expert.metrics["small_training"] = record.get("training")
         out = drop_expert_unless_it_helps(add_small_expert(out, expert, va_inf, te), te)
-    save_polarity_model(out, path, overwrite=True)
     out.metrics["centred_fine_tuning"]["minutes"] = round((time.perf_counter() - t0) / 60, 1)
     save_polarity_model(out, path, overwrite=True)
     from napari_bioid.engine.io.atomic import atomic_write

@@ -308,9 +308,9 @@ class PolarityModel:
             report(progress, min(i + batch_size, len(squares)), len(squares), "classifying polarity")
         return self.add_views(squares, out, batch_size, progress, cancel, device) if self.views_below > 0 else out
 
-    def unsure(self, log_odds: np.ndarray) -> np.ndarray:
-        """bool (N,): crops whose calibrated confidence max(p, 1 − p) is below ``views_below``, from their log-odds."""
-        return 1.0 / (1.0 + np.exp(-np.abs(np.asarray(log_odds)) / self.temperature)) < self.views_below
+    def unsure(self, log_odds: np.ndarray, below: Optional[float] = None) -> np.ndarray:
+        """bool (N,): crops whose calibrated confidence max(p, 1 − p) is below ``below`` (default ``views_below``), from their log-odds."""
+        return self.calibrated(np.abs(np.asarray(log_odds))) < (self.views_below if below is None else below)
 
     @torch.no_grad()
     def add_views(self, squares: np.ndarray, log_odds: np.ndarray, batch_size: int = 64,

@@ -395,7 +395,7 @@ def evaluate_polarity(model: PolarityModel, data: ChainSet, batch_size: int = 12
         raise BioidInputError(f"the model straightens bent chromosomes (gate {model.straighten}) but these chain outputs were "
                               f"built with gate {data.straighten}: build them with straighten=model.straighten")
     if p_up is None:
-        p = _sigmoid(chain_log_odds(model, data, batch_size, progress, cancel, device) / model.temperature)
+        p = model.calibrated(chain_log_odds(model, data, batch_size, progress, cancel, device))
     else:
         p = np.asarray(p_up)
     return polarity_metrics(p, data.up, data.chromosome, review_threshold)
