@@ -133,7 +133,7 @@ def _karyo_train(args) -> int:
 def _prepare_model_outputs(args) -> Path:
     """Check ``--out`` and its ``.json`` can be written and ``--test-fraction``, ``--views-below`` are sane; returns the metrics path."""
     from ..engine.io import prepare_output
-    from ..engine.karyo.polarity import check_views_below
+    from ..engine.karyo.polarity import check_confidence
 
     prepare_output(args.out, args.overwrite)
     metrics_path = args.out.with_suffix(".json")
@@ -141,7 +141,7 @@ def _prepare_model_outputs(args) -> Path:
     if not 0 < args.test_fraction < 1:
         raise BioidInputError("--test-fraction must be between 0 and 1")
     if hasattr(args, "views_below"):
-        check_views_below(args.views_below, "--views-below")
+        check_confidence(args.views_below, "--views-below")
     return metrics_path
 
 

@@ -100,8 +100,9 @@ class PolarityEnsemble(torch.nn.Module):
         return out / len(self.members)
 
 
-def check_views_below(value: float, name: str = "views_below") -> float:
-    """``value`` as a float if it is a confidence in [0, 1] (``views_below`` of :class:`PolarityModel`).
+def check_confidence(value: float, name: str = "views_below") -> float:
+    """``value`` as a float if it is a confidence in [0, 1] (a threshold such as ``views_below`` or ``turns_below`` of
+    :class:`PolarityModel`).
 
     Raises
     ------
@@ -194,8 +195,8 @@ class PolarityModel:
     def __post_init__(self):
         if self.members < 1:
             raise BioidInputError(f"a polarity model needs at least one network, got members={self.members}")
-        self.views_below = check_views_below(self.views_below)
-        self.turns_below = check_views_below(self.turns_below, "turns_below")
+        self.views_below = check_confidence(self.views_below)
+        self.turns_below = check_confidence(self.turns_below, "turns_below")
         self.turn_angles = tuple(float(a) for a in self.turn_angles)
         if not all(np.isfinite(self.turn_angles)):
             raise BioidInputError(f"turn_angles must be finite angles in degrees, got {self.turn_angles}")

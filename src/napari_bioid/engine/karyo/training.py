@@ -35,7 +35,7 @@ from ..train.optim import pick_device, seed_everything, training_layout
 from .data import Crop, read_crop, small_canvas, to_canvas, to_square
 from .karyogram import ORDER
 from .polarity import (DOWN, REVIEW_THRESHOLD, SMALL_CANVAS, SMALL_MAGNIFICATION, SMALL_MARGIN, SMALL_MAX_SIDE,
-                       SMALL_WEIGHT, UP, PolarityModel, check_views_below)
+                       SMALL_WEIGHT, UP, PolarityModel, check_confidence)
 from .shift import RANDOM_LAB, RANDOM_SHIFT, random_shift, shift_crop
 from .straighten import GATE_KEYS, check_gate, gate_measures, passes, straighten_if_bent
 from .rotate import background_fill, normalise_crop, rotate_image, upright_angle
@@ -660,7 +660,7 @@ def train_from_folder(data_dir, depth: int = 18, width: int = 16, size: int = 12
         outside [0, 1] (all before any training).
     """
     mode = augment_mode(augment)
-    views_below = check_views_below(views_below)
+    views_below = check_confidence(views_below)
     if init is not None:
         size = init.size
         if straighten is None:
@@ -752,7 +752,7 @@ def finish_model(model: PolarityModel, val: Optional[ChainSet], test: ChainSet, 
     BioidInputError
         ``views_below`` outside [0, 1].
     """
-    views_below = check_views_below(views_below)
+    views_below = check_confidence(views_below)
     model.views_below = 0.0  # mirror and temperature are chosen on one view per crop
     if val is not None and len(val):
         x = chain_inputs(val)
@@ -848,7 +848,7 @@ def ensemble_from_folder(data_dir, members: Sequence[PolarityModel], straighten:
         :func:`train_from_folder`'s split.
     """
     mode = augment_mode(augment)
-    views_below = check_views_below(views_below)
+    views_below = check_confidence(views_below)
     ens = ensemble_models(members)
     floor = _gate(_training_gate(members) if straighten is None else straighten)
     train, val, test = _split(data_dir, test_fraction, val_fraction, split_seed)
