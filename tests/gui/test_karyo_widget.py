@@ -178,3 +178,40 @@ def test_labels_gallery_fits_the_dock(widget, held_out_case, qtbot):
     qtbot.wait(100)
     assert len(w.tiles) == 10
     assert w.gallery.sizeHint().width() <= w.scroll.viewport().width(), (w.gallery.sizeHint().width(), w.scroll.viewport().width())
+
+
+def test_second_look_follows_the_checkbox(widget, held_out_case, qtbot, tmp_path):
+    """The "second look" checkbox runs the model's test-time turns (on) or one pass (off), as the engine does."""
+    from napari_bioid.engine.karyo import load_polarity_model
+    from napari_bioid.engine.karyo.orient import orient_images
+
+    from PIL import Image
+
+    from napari_bioid.engine.karyo.rotate import background_fill
+    from napari_bioid.engine.karyo.shift import shift_crop
+
+    viewer, w = widget
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    for c in held_out_case:  # another lab's crops (lab level 3), so that the first pass is unsure of a few
+        image = shift_crop(read_crop(c.path), "lab", 3.0, rng)
+        Image.fromarray(rotate_image(image, float(rng.uniform(0, 360)), fill=background_fill(image))).save(folder / f"{c.path.stem}.png")
+    w.folder.setText(str(folder))
+    model = load_polarity_model(None)
+    one_pass = load_polarity_model(None)
+    one_pass.turns_below = 0.0
+    assert model.turns_below > 0 and model.turn_angles
+    got = {}
+    for checked in (False, True):
+        w.turns.setChecked(checked)
+        w.orient()
+        qtbot.waitUntil(lambda: not w.busy, timeout=120_000)
+        got[checked] = np.array([d.p_up for d in w.decisions])
+        expected = orient_images(w.images, model=model if checked else one_pass)
+        np.testing.assert_allclose(got[checked], [d.p_up for d in expected], atol=1e-9)
+    # the turns change only the crops the first pass was unsure of
+    sure = np.maximum(got[False], 1 - got[False]) >= model.turns_below
+    assert (~sure).any(), "no unsure crop: the test cannot tell the two settings apart"
+    np.testing.assert_allclose(got[True][sure], got[False][sure], atol=1e-9)
+    assert np.abs(got[True][~sure] - got[False][~sure]).max() > 1e-3

@@ -22,7 +22,7 @@ import numpy as np
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
-    QComboBox, QFormLayout, QFrame, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
+    QCheckBox, QComboBox, QFormLayout, QFrame, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
     QPushButton, QScrollArea, QVBoxLayout, QWidget,
 )
 
@@ -139,6 +139,12 @@ class KaryogramWidget(WorkerHost, QWidget):
         self.threshold.setToolTip("crops the classifier is less sure of than this are outlined for review")
         self.threshold.valueChanged.connect(lambda *_: (self._restyle(), self._summarise()))
         form.addRow("Review below", self.threshold)
+        self.turns = QCheckBox("second look at unsure crops")
+        self.turns.setChecked(True)
+        self.turns.setToolTip("crops the model is unsure of go through the chain again at four turned angles and the "
+                              "answers are averaged (the model's test-time turns): fewer errors on other labs' crops, "
+                              "slower where many crops are unsure; off = one pass (bioid karyo orient --one-pass)")
+        form.addRow("", self.turns)
         self.sort = QComboBox()
         self.sort.addItems(["karyogram order", "least confident first"])
         self.sort.currentIndexChanged.connect(lambda *_: self._populate())
@@ -217,6 +223,7 @@ class KaryogramWidget(WorkerHost, QWidget):
             self._boxes = None
             source, items, names, classes, reader = self._inputs()
             model_path = self.model_in.text().strip() or None
+            one_pass = not self.turns.isChecked()
             if model_path and not Path(model_path).expanduser().is_file():
                 raise BioidInputError(f"{model_path}: no such model file")
         except Exception as exc:
@@ -228,6 +235,8 @@ class KaryogramWidget(WorkerHost, QWidget):
             from ..engine.karyo.polarity import load_polarity_model
 
             model = load_polarity_model(model_path)  # torch loads here, off the GUI thread
+            if one_pass:
+                model.turns_below = 0.0
             images = [reader(f) for f in items] if reader else list(items)
             return source, images, names, classes, orient_images(images, names, model, progress=progress, cancel=cancel)
 
