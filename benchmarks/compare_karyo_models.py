@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_bioid.engine.karyo import list_crops, load_polarity_model, split_by_case
-from napari_bioid.engine.karyo.training import evaluate_orient
+from napari_bioid.engine.karyo import load_polarity_model
+from napari_bioid.engine.karyo.training import _split, evaluate_orient
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LEVELS = "lab:3:300,lab:3:301,scale:0.3:400,lab:2:450,none:0:500,none:0:501"
@@ -48,9 +48,7 @@ def main():
     import torch
 
     torch.set_num_threads(2)
-    crops = list_crops(args.data)
-    rest, _test = split_by_case(crops, 0.3, seed=0)
-    _train, val = split_by_case(rest, 0.1, seed=1)
+    _train, val, _test = _split(args.data, 0.3, 0.1, 0)  # the shipped training's split
     candidates = {}
     for path in args.models:
         model = load_polarity_model(None if path == "shipped" else path)

@@ -34,7 +34,7 @@ from ..errors import BioidInputError
 from ..io.atomic import PathLike, atomic_write
 from ..progress import ProgressCallback, check_cancel, report
 from .data import read_crop
-from .rotate import background_fill, normalise_crop, rotate_image, to_grey, upright_angle
+from .rotate import normalise_crop, rotate_image, to_grey, turned_upright, upright_angle
 
 if TYPE_CHECKING:  # pragma: no cover
     from .polarity import PolarityModel
@@ -146,9 +146,8 @@ def turned_log_odds(model: PolarityModel, images: Sequence[np.ndarray], angles: 
         grey = to_grey(images[i])
         for t in model.turn_angles:
             check_cancel(cancel)
-            img = normalise_crop(rotate_image(grey, t, fill=background_fill(grey)))
-            a = upright_angle(img)
-            uprights.append(rotate_image(img, a))
+            upright, a = turned_upright(grey, t)
+            uprights.append(upright)
             signs.append(1.0 if np.cos(np.deg2rad(t + a - angles[i])) > 0 else -1.0)
     turned = (model.log_odds(uprights, batch_size, cancel=cancel) * np.array(signs)).reshape(len(unsure), len(model.turn_angles))
     out[unsure] = (out[unsure] + turned.sum(1)) / (1 + len(model.turn_angles))

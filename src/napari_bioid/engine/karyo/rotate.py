@@ -132,3 +132,13 @@ def make_upright(image: np.ndarray, step_deg: float = 1.0) -> Tuple[np.ndarray, 
     """``(upright crop, angle)``: the crop rotated by :func:`upright_angle`, and that angle."""
     angle = upright_angle(image, step_deg)
     return rotate_image(image, angle), angle
+
+
+def turned_upright(image: np.ndarray, theta: float) -> Tuple[np.ndarray, float]:
+    """``(upright crop, angle)`` of a crop first turned by ``theta`` (degrees, counter-clockwise) on its own background.
+
+    The turned crop is brought to a white background (:func:`normalise_crop`)
+    and made upright (:func:`make_upright`), as the chain does with a crop
+    that arrives at that angle.
+    """
+    return make_upright(normalise_crop(rotate_image(image, theta, fill=background_fill(image))))

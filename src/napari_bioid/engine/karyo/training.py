@@ -38,7 +38,7 @@ from .polarity import (DOWN, REVIEW_THRESHOLD, SMALL_CANVAS, SMALL_MAGNIFICATION
                        SMALL_WEIGHT, UP, PolarityModel, check_confidence)
 from .shift import RANDOM_LAB, RANDOM_SHIFT, random_shift, shift_crop
 from .straighten import GATE_KEYS, check_gate, gate_measures, passes, straighten_if_bent
-from .rotate import background_fill, normalise_crop, rotate_image, upright_angle
+from .rotate import background_fill, rotate_image, turned_upright
 
 
 @dataclass
@@ -76,9 +76,8 @@ class ChainSet:
 def _chain_upright(image: np.ndarray, theta: float):
     """``(upright crop, up, upright angle)`` of a p-arm-up crop fed to the chain at input angle ``theta``."""
     # the crop as a lab would cut it at angle θ: its own background all round (white for ours)
-    rotated = normalise_crop(rotate_image(image, theta, fill=background_fill(image)))
-    a = upright_angle(rotated)
-    return rotate_image(rotated, a), bool(np.cos(np.deg2rad(theta + a)) > 0), a
+    upright, a = turned_upright(image, theta)
+    return upright, bool(np.cos(np.deg2rad(theta + a)) > 0), a
 
 
 #: the small-crop expert's input as :class:`ChainSet` stores it: (max chromosome length px, magnification, canvas px,
