@@ -65,8 +65,8 @@ def main():
         torch.save({"state": spec.net.state_dict()}, args.out)
     for name, s in sets.items():
         for who, m in (("shipped four", one_view), (f"member {args.member}", member), ("specialist", spec)):
-            e = round((1 - evaluate_polarity(m, s)["accuracy"]) * len(s.up))
-            print(f"chain set {name}: {who}: {e} errors of {len(s.up)}", flush=True)
+            r = evaluate_polarity(m, s)
+            print(f"chain set {name}: {who}: {r['fp'] + r['fn']} errors of {r['n']}", flush=True)
     deployed = copy.copy(ship)
     deployed.net, deployed.members = spec.net, 1
     for lv, seed in parse_levels(DEFAULT_LEVELS):
