@@ -26,7 +26,7 @@ docs/karyo_lab3_hard.png and docs/karyo_test_hard.png (``--montage``).
 """
 
 import argparse
-import sys
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -48,7 +48,8 @@ def main():
     ap.add_argument("--seeds", default="300,301", help="one draw per seed (at least two)")
     ap.add_argument("--model", default=None, help="polarity model file (default: the shipped one)")
     ap.add_argument("--montage", type=Path, default=None, help="PNG of the crops wrong in every draw")
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "chromosomes" / "karyogram_crops")
+    shared = Path(os.environ.get("BIOID_SHARED", ROOT.parent / "shared"))
+    ap.add_argument("--data", type=Path, default=shared / "data" / "chromosomes" / "karyogram_crops")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     if len(seeds) < 2:
@@ -56,8 +57,11 @@ def main():
     if args.shift == "none":
         shift = None
     else:
-        kind, level = args.shift.split(":")
-        shift = (kind, float(level))
+        try:
+            kind, level = args.shift.split(":")
+            shift = (kind, float(level))
+        except ValueError:
+            ap.error(f"--shift must be kind:level (e.g. lab:3) or none, got {args.shift!r}")
 
     import torch
 
@@ -69,12 +73,11 @@ def main():
     t0 = time.perf_counter()
     model = load_polarity_model(args.model)
     _train, val, test = _split(args.data, 0.3, 0.1, 0)  # the shipped training's split
-    if args.split == "test":
-        val = test
-    n = len(val)
+    crops = test if args.split == "test" else val
+    n = len(crops)
     wrong, by_tilt, by_conf, per_class = [], Counter(), Counter(), Counter()
     for seed in seeds:
-        images, thetas = lab_inputs(val, seed, shift)
+        images, thetas = lab_inputs(crops, seed, shift)
         decisions = orient_images(images, model=model)
         upright = np.array([d.upright_angle_deg for d in decisions])
         p = np.array([d.p_up for d in decisions])
@@ -86,12 +89,12 @@ def main():
         conf = np.maximum(p, 1 - p)[bad]
         by_conf.update({f"below {REVIEW_THRESHOLD}": int((conf < REVIEW_THRESHOLD).sum()),
                         f"at or above {REVIEW_THRESHOLD}": int((conf >= REVIEW_THRESHOLD).sum())})
-        per_class.update(val[i].chromosome for i in np.flatnonzero(bad))
+        per_class.update(crops[i].chromosome for i in np.flatnonzero(bad))
         print(f"{args.shift} seed {seed}: {int(bad.sum())} errors of {n}", flush=True)
     every = np.flatnonzero(np.logical_and.reduce(wrong))
     expected = n * np.prod([w.mean() for w in wrong])
     print(f"wrong in every draw: {len(every)} crops (expected if the draws erred independently: {expected:.1f})")
-    hard = [val[i] for i in every]
+    hard = [crops[i] for i in every]
     if hard and shift is not None:
         ours = np.zeros(len(hard), dtype=int)
         for s in range(4):
