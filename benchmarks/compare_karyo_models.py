@@ -27,12 +27,24 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LEVELS = "lab:3:300,lab:3:301,scale:0.3:400,lab:2:450,none:0:500,none:0:501"
 
 
+def parse_shift(text: str):
+    """``(kind, level)`` of :func:`napari_bioid.engine.karyo.shift.shift_crop` from ``kind:level``, or ``None`` for
+    ``none`` / ``none:LEVEL`` (the crops as read). Raises ValueError for anything else."""
+    kind, _, level = text.partition(":")
+    if kind == "none":
+        return None
+    try:
+        return kind, float(level)
+    except ValueError:
+        raise ValueError(f"a shift is kind:level (e.g. lab:3) or none, got {text!r}") from None
+
+
 def parse_levels(text: str):
     """``[(shift or None, seed)]`` from ``kind:level:seed,...``."""
     out = []
     for item in text.split(","):
-        kind, level, seed = item.split(":")
-        out.append((None if kind == "none" else (kind, float(level)), int(seed)))
+        shift, seed = item.rsplit(":", 1)
+        out.append((parse_shift(shift), int(seed)))
     return out
 
 

@@ -27,6 +27,7 @@ docs/karyo_lab3_hard.png and docs/karyo_test_hard.png (``--montage``).
 
 import argparse
 import os
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -34,6 +35,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from compare_karyo_models import parse_shift  # noqa: E402
 
 
 def tilt_deg(thetas: np.ndarray, upright: np.ndarray) -> np.ndarray:
@@ -54,20 +58,15 @@ def main():
     seeds = [int(s) for s in args.seeds.split(",")]
     if len(seeds) < 2:
         ap.error("--seeds needs at least two draws")
-    if args.shift == "none":
-        shift = None
-    else:
-        try:
-            kind, level = args.shift.split(":")
-            shift = (kind, float(level))
-        except ValueError:
-            ap.error(f"--shift must be kind:level (e.g. lab:3) or none, got {args.shift!r}")
+    try:
+        shift = parse_shift(args.shift)
+    except ValueError as exc:
+        ap.error(str(exc))
 
     import torch
 
     from napari_bioid.engine.karyo import load_polarity_model
-    from napari_bioid.engine.karyo.orient import orient_images
-    from napari_bioid.engine.karyo.training import REVIEW_THRESHOLD, _split, evaluate_orient, lab_inputs
+    from napari_bioid.engine.karyo.training import REVIEW_THRESHOLD, _split, evaluate_orient
 
     torch.set_num_threads(2)
     t0 = time.perf_counter()
@@ -77,13 +76,10 @@ def main():
     n = len(crops)
     wrong, by_tilt, by_conf, per_class = [], Counter(), Counter(), Counter()
     for seed in seeds:
-        images, thetas = lab_inputs(crops, seed, shift)
-        decisions = orient_images(images, model=model)
-        upright = np.array([d.upright_angle_deg for d in decisions])
-        p = np.array([d.p_up for d in decisions])
-        bad = (p >= 0.5) != (np.cos(np.deg2rad(thetas + upright)) > 0)
+        r = evaluate_orient(model, crops, seed=seed, shift=shift)
+        p, bad = np.array(r["p_up"]), ~np.array(r["correct"])
         wrong.append(bad)
-        tilt = tilt_deg(thetas, upright)[bad]
+        tilt = tilt_deg(np.array(r["theta_deg"]), np.array(r["upright_angle_deg"]))[bad]
         by_tilt.update({"<= 10 deg": int((tilt <= 10).sum()), "10-45 deg": int(((tilt > 10) & (tilt <= 45)).sum()),
                         "> 45 deg": int((tilt > 45).sum())})
         conf = np.maximum(p, 1 - p)[bad]

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare_karyo_models import DEFAULT_LEVELS, parse_levels  # noqa: E402
+from compare_karyo_models import DEFAULT_LEVELS, parse_levels, parse_shift  # noqa: E402
 
 
 def main():
@@ -38,6 +38,13 @@ def main():
     ap.add_argument("--out", type=Path, default=None, help="save the specialist's weights (torch state dict) here")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "chromosomes" / "karyogram_crops")
     args = ap.parse_args()
+    try:
+        shift = parse_shift(args.shift)
+    except ValueError as exc:
+        ap.error(str(exc))
+    if shift is None:
+        ap.error("--shift must be another lab's imaging (kind:level), not none")
+    kind, level = shift[0], f"{shift[1]:g}"
 
     import torch
 
@@ -46,8 +53,6 @@ def main():
 
     torch.set_num_threads(2)
     t0 = time.perf_counter()
-    kind, level = args.shift.split(":")
-    shift = (kind, float(level))
     ship = load_polarity_model(None)
     gate = ship.metrics["centred_fine_tuning"]["training_gate"]
     train, val, _test = _split(args.data, 0.3, 0.1, 0)  # the shipped training's split

@@ -451,7 +451,9 @@ def evaluate_orient(model: PolarityModel, crops: Sequence[Crop], seed: int = 1, 
     expert); ``crops``, ``seed`` and ``shift`` as :func:`lab_inputs`. A
     decision is right when the short arm ends up on top: cos(θ + upright
     angle) > 0 agrees with ``p_up`` ≥ 0.5. Returns the dict of
-    :func:`evaluate_polarity`, plus ``p_up`` and ``correct`` (lists, per crop).
+    :func:`evaluate_polarity`, plus ``p_up``, ``correct``, ``theta_deg`` (the
+    input angle θ) and ``upright_angle_deg`` (the upright search's angle):
+    lists, per crop.
 
     Raises
     ------
@@ -468,9 +470,11 @@ def evaluate_orient(model: PolarityModel, crops: Sequence[Crop], seed: int = 1, 
     images, thetas = lab_inputs(crops, seed, shift)
     decisions = orient_images(images, model=model, batch_size=batch_size, progress=progress, cancel=cancel)
     p = np.array([d.p_up for d in decisions])
-    truth = np.cos(np.deg2rad(thetas + np.array([d.upright_angle_deg for d in decisions]))) > 0
+    upright = np.array([d.upright_angle_deg for d in decisions])
+    truth = np.cos(np.deg2rad(thetas + upright)) > 0
     out = polarity_metrics(p, truth, np.array([c.chromosome for c in crops]), review_threshold)
-    out.update(p_up=p.tolist(), correct=((p >= 0.5) == truth).tolist())
+    out.update(p_up=p.tolist(), correct=((p >= 0.5) == truth).tolist(), theta_deg=thetas.tolist(),
+               upright_angle_deg=upright.tolist())
     return out
 
 
